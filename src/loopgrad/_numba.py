@@ -1,0 +1,32 @@
+"""Every numba option loopgrad uses, in one place.
+
+* ``cache=True``: compiled kernels are written to disk and reloaded by the next
+  process. numba stores them beside the source in ``__pycache__`` and, where the
+  install folder is read-only, falls back to a per-user cache directory by itself
+  (``NUMBA_CACHE_DIR`` overrides both).
+* ``fastmath={"reassoc", "contract"}``: the two flags LLVM needs to vectorise a
+  sum and to fuse multiply-adds. Never ``nnan``/``ninf``: NaN checks must keep
+  working, so the full ``fastmath=True`` is not used.
+* ``error_model="numpy"``: a division by zero gives inf/nan as NumPy does instead
+  of raising, which also lets LLVM vectorise loops that divide.
+* ``parallel=True`` only for kernels whose ``prange`` index owns its outputs, so
+  the result does not depend on the number of threads.
+
+Set ``NUMBA_DISABLE_JIT=1`` to run every kernel as plain Python (for coverage of
+loop bodies); ``prange`` then is ``range``.
+"""
+from numba import njit, prange  # noqa: F401  (prange re-exported for the kernels)
+
+FASTMATH = frozenset({"reassoc", "contract"})
+
+_OPTIONS = dict(cache=True, fastmath=set(FASTMATH), error_model="numpy", nogil=True)
+
+
+def jit(fn=None, *, parallel=False, inline=False):
+    """Compile ``fn`` with loopgrad's options; ``parallel`` enables ``prange``."""
+    options = dict(_OPTIONS, parallel=parallel)
+    if inline:
+        options["inline"] = "always"
+    if fn is None:
+        return lambda f: njit(**options)(f)
+    return njit(**options)(fn)

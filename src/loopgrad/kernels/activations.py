@@ -1,0 +1,154 @@
+"""Activations as index loops: F2, F3 forward; B5, B7 backward.
+
+Each layer's activation is applied one row (one example) at a time, because a
+row is what one thread owns: element-wise functions and the row-wise softmax
+then share one code path, and the dense kernels can fuse them into their
+stores (see ``dense._dense_act_forward_into``).
+"""
+import math
+
+import numpy as np
+
+from .._checks import float_array, same_dtype, shape
+from .._numba import jit, prange
+from ..tables import (
+    GELU, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH, activation_code,
+)
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@jit
+def _act_row_forward(code, z, a):
+    """F2/F3 on one row: ``a[j] = g(z[j])``, or the row's softmax (F3)."""
+    n = z.shape[0]
+    zero = z.dtype.type(0.0)
+    one = z.dtype.type(1.0)
+    if code == IDENTITY:
+        for j in range(n):
+            a[j] = z[j]
+    elif code == RELU:
+        for j in range(n):
+            a[j] = z[j] if z[j] > zero else zero
+    elif code == LEAKY_RELU:
+        slope = z.dtype.type(LEAKY_SLOPE)
+        for j in range(n):
+            a[j] = z[j] if z[j] > zero else slope * z[j]
+    elif code == SIGMOID:
+        for j in range(n):
+            # exp of a non-positive argument only: no overflow for large |z|
+            e = math.exp(-abs(z[j]))
+            a[j] = one / (one + e) if z[j] >= zero else e / (one + e)
+    elif code == TANH:
+        for j in range(n):
+            a[j] = math.tanh(z[j])
+    elif code == SOFTPLUS:
+        for j in range(n):
+            # log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
+            a[j] = max(z[j], zero) + math.log1p(math.exp(-abs(z[j])))
+    elif code == GELU:
+        half = z.dtype.type(0.5)
+        c = z.dtype.type(_INV_SQRT2)
+        for j in range(n):
+            a[j] = half * z[j] * (one + math.erf(z[j] * c))
+    elif code == SOFTMAX:
+        # F3: subtracting the row max M_i keeps every exp in (0, 1]
+        mx = z[0]
+        for j in range(1, n):
+            mx = max(mx, z[j])
+        s = zero
+        for j in range(n):
+            a[j] = math.exp(z[j] - mx)
+            s += a[j]
+        for j in range(n):
+            a[j] = a[j] / s
+
+
+@jit
+def _act_row_backward(code, d, z, a):
+    """B5/B7 on one row, in place: ``d`` holds dA on entry and dZ on exit."""
+    n = z.shape[0]
+    zero = z.dtype.type(0.0)
+    one = z.dtype.type(1.0)
+    if code == RELU:
+        for j in range(n):
+            # dZ[i,p] = dA[i,p] * g'(Z[i,p]); the sum over r collapsed on delta(r, p)
+            d[j] = d[j] if z[j] > zero else zero
+    elif code == LEAKY_RELU:
+        slope = z.dtype.type(LEAKY_SLOPE)
+        for j in range(n):
+            d[j] = d[j] if z[j] > zero else slope * d[j]
+    elif code == SIGMOID:
+        for j in range(n):
+            d[j] = d[j] * a[j] * (one - a[j])
+    elif code == TANH:
+        for j in range(n):
+            d[j] = d[j] * (one - a[j] * a[j])
+    elif code == SOFTPLUS:
+        for j in range(n):
+            # g'(z) = sigmoid(z), in the overflow-free form
+            e = math.exp(-abs(z[j]))
+            d[j] = d[j] * (one / (one + e) if z[j] >= zero else e / (one + e))
+    elif code == GELU:
+        half = z.dtype.type(0.5)
+        c = z.dtype.type(_INV_SQRT2)
+        cpdf = z.dtype.type(_INV_SQRT2PI)
+        for j in range(n):
+            # g'(z) = Phi(z) + z * phi(z)
+            cdf = half * (one + math.erf(z[j] * c))
+            pdf = cpdf * math.exp(-half * z[j] * z[j])
+            d[j] = d[j] * (cdf + z[j] * pdf)
+    elif code == SOFTMAX:
+        # B7: the Jacobian A_j (delta(j,k) - A_k) is not diagonal; s is taken before d is overwritten
+        s = zero
+        for j in range(n):
+            s += d[j] * a[j]
+        for k in range(n):
+            d[k] = a[k] * (d[k] - s)
+
+
+@jit(parallel=True)
+def _activation_forward_into(code, Z, A):
+    for i in prange(Z.shape[0]):
+        _act_row_forward(code, Z[i], A[i])
+
+
+@jit(parallel=True)
+def _activation_backward_into(code, dA, Z, A, dZ):
+    for i in prange(Z.shape[0]):
+        d = dZ[i]
+        g = dA[i]
+        for j in range(d.shape[0]):
+            d[j] = g[j]
+        _act_row_backward(code, d, Z[i], A[i])
+
+
+def activation_forward(name, Z):
+    """F2 ``A[i,j] = g(Z[i,j])``; F3 for softmax ``A[i,j] = exp(Z[i,j]-M_i) / sum_k exp(Z[i,k]-M_i)``.
+
+    Z (m, n) -> A (m, n), same dtype.
+    """
+    code = activation_code(name)
+    Z = float_array("Z", Z, 2)
+    A = np.empty_like(Z)
+    _activation_forward_into(code, Z, A)
+    return A
+
+
+def activation_backward(name, dA, Z, A):
+    """B5 ``dZ[i,p] = dA[i,p] * g'(Z[i,p])``; B7 for softmax ``dZ[i,k] = A[i,k] (dA[i,k] - sum_j dA[i,j] A[i,j])``.
+
+    dA, Z, A (m, n) -> dZ (m, n). ``A = g(Z)`` is passed so that sigmoid, tanh
+    and softmax reuse the forward's values.
+    """
+    code = activation_code(name)
+    dA = float_array("dA", dA, 2)
+    Z = float_array("Z", Z, 2)
+    A = float_array("A", A, 2)
+    same_dtype(dA=dA, Z=Z, A=A)
+    shape("dA", dA, Z.shape, "(m, n) of Z")
+    shape("A", A, Z.shape, "(m, n) of Z")
+    dZ = np.empty_like(Z)
+    _activation_backward_into(code, dA, Z, A, dZ)
+    return dZ

@@ -1,0 +1,95 @@
+"""Losses from the output layer's logits, and the matched output delta (B8).
+
+``J = (1/m) sum_i L(i)``, with ``L(i)`` summed over output units. Every form is
+written so that no exp overflows however large the logits are.
+"""
+import math
+
+import numpy as np
+
+from .._checks import float_array, same_dtype, shape
+from .._numba import jit, prange
+from ..tables import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_code
+
+
+@jit(parallel=True)
+def _loss_rows_into(code, Z, Y, L):
+    """L(i) for every row; each thread owns its rows, the mean is taken serially after."""
+    m, n = Z.shape
+    zero = Z.dtype.type(0.0)
+    half = Z.dtype.type(0.5)
+    for i in prange(m):
+        z = Z[i]
+        y = Y[i]
+        s = zero
+        if code == CROSS_ENTROPY:
+            # L(i) = sum_k Y[i,k] (logsumexp_j Z[i,j] - Z[i,k]), log-sum-exp about the row max
+            mx = z[0]
+            for k in range(1, n):
+                mx = max(mx, z[k])
+            e = zero
+            for k in range(n):
+                e += math.exp(z[k] - mx)
+            lse = mx + math.log(e)
+            for k in range(n):
+                s += y[k] * (lse - z[k])
+        elif code == BINARY_CROSS_ENTROPY:
+            for k in range(n):
+                # -y log s(z) - (1-y) log(1-s(z)) = max(z,0) - z y + log1p(e^-|z|)
+                s += max(z[k], zero) - z[k] * y[k] + math.log1p(math.exp(-abs(z[k])))
+        else:
+            for k in range(n):
+                # L(i) = 0.5 * sum_k (Z[i,k] - Y[i,k])^2 (identity output: A = Z)
+                r = z[k] - y[k]
+                s += r * r
+            s = half * s
+        L[i] = s
+
+
+@jit
+def _mean(L):
+    s = L.dtype.type(0.0)
+    for i in range(L.shape[0]):
+        s += L[i]
+    return s / L.dtype.type(L.shape[0])
+
+
+@jit(parallel=True)
+def _output_delta_into(A, Y, dZ):
+    for i in prange(A.shape[0]):
+        # dZ[L][i,k] = A[L][i,k] - Y[i,k]
+        for k in range(A.shape[1]):
+            dZ[i, k] = A[i, k] - Y[i, k]
+
+
+def _check_targets(arg, Z, Y):
+    Z = float_array(arg, Z, 2)
+    Y = float_array("Y", Y, 2)
+    shape("Y", Y, Z.shape, "(m, n_L)")
+    same_dtype(**{arg: Z, "Y": Y})
+    return Z, Y
+
+
+def loss_forward(name, Z_L, Y):
+    """Cost from logits, ``J = (1/m) sum_i L(i)``: cross-entropy through log-sum-exp (softmax),
+    binary cross-entropy through log-sigmoid, squared error ``0.5 ||a - y||^2``.
+
+    Z_L (m, n_L), Y (m, n_L) -> J, a scalar of the inputs' dtype.
+    """
+    code = loss_code(name)
+    Z_L, Y = _check_targets("Z_L", Z_L, Y)
+    L = np.empty(Z_L.shape[0], dtype=Z_L.dtype)
+    _loss_rows_into(code, Z_L, Y, L)
+    return Z_L.dtype.type(_mean(L))
+
+
+def output_delta(name, A_L, Y):
+    """B8 ``dZ[L][i,k] = A[L][i,k] - Y[i,k]`` for each matched output/loss pair.
+
+    A_L (m, n_L), Y (m, n_L) -> dZ_L (m, n_L), per example (no 1/m).
+    """
+    loss_code(name)
+    A_L, Y = _check_targets("A_L", A_L, Y)
+    dZ = np.empty_like(A_L)
+    _output_delta_into(A_L, Y, dZ)
+    return dZ

@@ -1,0 +1,9 @@
+"""Vectorised NumPy twins of ``loopgrad.kernels``: same names, same signatures, matrix form."""
+from .activations import activation_backward, activation_forward
+from .dense import dense_backward, dense_forward, per_example_sq_norms, per_example_weight_grads
+from .losses import loss_forward, output_delta
+
+__all__ = [
+    "dense_forward", "dense_backward", "activation_forward", "activation_backward",
+    "loss_forward", "output_delta", "per_example_weight_grads", "per_example_sq_norms",
+]

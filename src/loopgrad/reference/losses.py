@@ -1,0 +1,32 @@
+"""Losses and the output delta in matrix form (twin of ``loopgrad.kernels.losses``)."""
+import numpy as np
+
+from ..kernels.losses import _check_targets
+from ..tables import loss_code
+
+
+def _cross_entropy(Z, Y):
+    M = Z.max(axis=1, keepdims=True)
+    lse = M + np.log(np.exp(Z - M).sum(axis=1, keepdims=True))
+    return (Y * (lse - Z)).sum(axis=1)
+
+
+LOSS = {
+    "cross_entropy": _cross_entropy,
+    "binary_cross_entropy": lambda Z, Y: (np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))).sum(axis=1),
+    "squared_error": lambda Z, Y: 0.5 * ((Z - Y) ** 2).sum(axis=1),
+}
+
+
+def loss_forward(name, Z_L, Y):
+    """``J = mean_i L(i)`` from logits Z_L (m, n_L) and targets Y (m, n_L)."""
+    loss_code(name)
+    Z_L, Y = _check_targets("Z_L", Z_L, Y)
+    return Z_L.dtype.type(LOSS[name](Z_L, Y).mean())
+
+
+def output_delta(name, A_L, Y):
+    """B8 ``dZ_L = A_L - Y``."""
+    loss_code(name)
+    A_L, Y = _check_targets("A_L", A_L, Y)
+    return A_L - Y
