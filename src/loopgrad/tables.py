@@ -31,3 +31,9 @@ def loss_code(name):
     if not isinstance(name, str) or name not in LOSS_CODE:
         raise ValueError(f"loss: expected one of {', '.join(LOSSES)}; got {name!r}")
     return LOSS_CODE[name]
+
+OPTIMIZERS = ("sgd", "adam")
+SGD_CODE, ADAM_CODE = range(len(OPTIMIZERS))
+# Slots of the float64 hyper-parameter vector the fused step receives.
+H_LR, H_MOMENTUM, H_NESTEROV, H_BETA1, H_BETA2, H_EPS, H_WEIGHT_DECAY, H_T, H_CLIP = range(9)
+N_HYPER = 9

@@ -1,0 +1,138 @@
+"""The whole network over flat buffers: forward, backward and the fused step.
+
+One ``@njit`` call runs a mini-batch's forward (F1-F3), loss, backward (B8, B6,
+B2, B3) and optimizer update over the parameter block ``theta``; no Python runs
+per layer or per kernel. Buffer layouts are described in ``loopgrad.layout``.
+"""
+import math
+
+from .._numba import jit, prange
+from ..tables import (
+    ADAM_CODE, H_BETA1, H_BETA2, H_CLIP, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV, H_T, H_WEIGHT_DECAY,
+)
+from .dense import _bias_grad_into, _dense_act_forward_into, _input_grad_act_into, _per_example_sq_norms_into, _weight_grad_into
+from .losses import _loss_rows_into, _mean, _output_delta_into
+from .optim import _adam_update_into, _sgd_update_into
+
+
+@jit
+def _params(theta, layers, l):
+    n_in, n_out, w_off, b_off = layers[l, 0], layers[l, 1], layers[l, 2], layers[l, 3]
+    return theta[w_off:w_off + n_in * n_out].reshape((n_in, n_out)), theta[b_off:b_off + n_out]
+
+
+@jit
+def _work(work, layers, m, l):
+    o = 0
+    for k in range(l):
+        o += 3 * m * layers[k, 1]
+    n = layers[l, 1]
+    Z = work[o:o + m * n].reshape((m, n))
+    A = work[o + m * n:o + 2 * m * n].reshape((m, n))
+    dZ = work[o + 2 * m * n:o + 3 * m * n].reshape((m, n))
+    return Z, A, dZ
+
+
+@jit
+def _tail(work, layers, m):
+    o = 3 * m * layers[:, 1].sum()
+    return work[o:o + m], work[o + m:o + 2 * m]
+
+
+@jit
+def forward_into(theta, layers, X, work):
+    """F1 then F2/F3 for each layer: ``Z[l] = A[l-1] W[l] + b[l]``, ``A[l] = g_l(Z[l])``, into ``work``.
+
+    theta (P,), layers (L, 5), X (m, n_0), work (3 m sum(n_l) + 2m,).
+    """
+    m = X.shape[0]
+    A_prev = X
+    for l in range(layers.shape[0]):
+        W, b = _params(theta, layers, l)
+        Z, A, _ = _work(work, layers, m, l)
+        _dense_act_forward_into(A_prev, W, b, layers[l, 4], Z, A)
+        A_prev = A
+
+
+@jit(parallel=True)
+def _scale_rows(c, dZ):
+    for i in prange(dZ.shape[0]):
+        for k in range(dZ.shape[1]):
+            dZ[i, k] *= c[i]
+
+
+@jit
+def gradients_into(theta, layers, X, Y, loss, work, grad, clip_norm):
+    """After ``forward_into``: J, then B8 ``dZ[L] = A[L] - Y``, B6 ``dZ[l] = (dZ[l+1] W[l+1]^T) * g'(Z[l])``,
+    B2 ``dW[l] = A[l-1]^T dZ[l] / m`` and B3 ``db[l] = sum_i dZ[l] / m`` into the block ``grad``.
+
+    With ``clip_norm > 0`` each example's gradient is scaled to norm at most ``clip_norm`` first:
+    N1 gives the norms without forming dW(i), N2 turns the clipped sum into the batch kernel on
+    scaled rows of dZ. Returns J (before clipping).
+    """
+    m = X.shape[0]
+    L = layers.shape[0]
+    losses, norms = _tail(work, layers, m)
+    Z_L, A_L, dZ_L = _work(work, layers, m, L - 1)
+    _loss_rows_into(loss, Z_L, Y, losses)
+    J = _mean(losses)
+    _output_delta_into(A_L, Y, dZ_L)
+    for l in range(L - 1, 0, -1):
+        W, _ = _params(theta, layers, l)
+        _, _, dZ = _work(work, layers, m, l)
+        Z_prev, A_prev, dZ_prev = _work(work, layers, m, l - 1)
+        _input_grad_act_into(dZ, W, layers[l - 1, 4], Z_prev, A_prev, dZ_prev)
+    if clip_norm > 0.0:
+        zero = norms.dtype.type(0.0)
+        for i in range(m):
+            norms[i] = zero
+        A_prev = X
+        for l in range(L):
+            Z, A, dZ = _work(work, layers, m, l)
+            _per_example_sq_norms_into(A_prev, dZ, losses)
+            for i in range(m):
+                norms[i] += losses[i]
+            A_prev = A
+        for i in range(m):
+            # c_i = min(1, C / ||g(i)||)
+            nrm = math.sqrt(norms[i])
+            norms[i] = 1.0 if nrm <= clip_norm else clip_norm / nrm
+        for l in range(L):
+            _, _, dZ = _work(work, layers, m, l)
+            _scale_rows(norms, dZ)
+    A_prev = X
+    for l in range(L):
+        dW, db = _params(grad, layers, l)
+        Z, A, dZ = _work(work, layers, m, l)
+        _weight_grad_into(A_prev, dZ, dW)
+        _bias_grad_into(dZ, db)
+        A_prev = A
+    return J
+
+
+@jit(parallel=True)
+def _add_noise(grad, noise, m):
+    scale = grad.dtype.type(1.0) / grad.dtype.type(m)
+    for p in prange(grad.shape[0]):
+        grad[p] += noise[p] * scale
+
+
+@jit
+def train_step_into(theta, grad, layers, X, Y, loss, work, opt, state, hyper, decay, noise):
+    """One mini-batch, fused: ``forward_into`` (F1-F3), ``gradients_into`` (B8, B6, B2, B3),
+    optional DP noise ``grad += noise / m``, then the SGD or Adam update of ``theta`` in place.
+
+    state (2, P) holds velocity, or Adam's two moments; hyper (9,) float64, slots in ``loopgrad.tables``.
+    Returns J of the batch before the update.
+    """
+    forward_into(theta, layers, X, work)
+    J = gradients_into(theta, layers, X, Y, loss, work, grad, hyper[H_CLIP])
+    if noise.shape[0] > 0:
+        _add_noise(grad, noise, X.shape[0])
+    if opt == ADAM_CODE:
+        _adam_update_into(theta, grad, state[0], state[1], decay, hyper[H_LR], hyper[H_BETA1], hyper[H_BETA2],
+                          hyper[H_EPS], hyper[H_WEIGHT_DECAY], hyper[H_T])
+    else:
+        _sgd_update_into(theta, grad, state[0], decay, hyper[H_LR], hyper[H_MOMENTUM], hyper[H_NESTEROV] != 0.0,
+                         hyper[H_WEIGHT_DECAY])
+    return J

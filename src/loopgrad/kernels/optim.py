@@ -1,0 +1,81 @@
+"""Optimizer updates as one loop over the parameter block.
+
+They consume the gradients of B2 (weights) and B3 (biases); ``decay`` is 1 on
+weights and 0 on biases so that weight decay (L2) never reaches a bias.
+"""
+import math
+
+import numpy as np
+
+from .._checks import float_array, same_dtype, shape
+from .._numba import jit, prange
+
+
+@jit(parallel=True)
+def _sgd_update_into(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay):
+    T = theta.dtype.type
+    lr, mu, wd = T(lr), T(momentum), T(weight_decay)
+    for p in prange(theta.shape[0]):
+        # g = dJ/dtheta (B2, B3) + wd * theta on weights
+        g = grad[p] + wd * decay[p] * theta[p]
+        v = mu * velocity[p] + g
+        velocity[p] = v
+        theta[p] -= lr * (g + mu * v if nesterov else v)
+
+
+@jit(parallel=True)
+def _adam_update_into(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t):
+    T = theta.dtype.type
+    b1, b2, wd, e = T(beta1), T(beta2), T(weight_decay), T(eps)
+    one = T(1.0)
+    # bias corrections folded into the step size, computed once in float64
+    c1 = 1.0 - beta1 ** t
+    c2 = 1.0 - beta2 ** t
+    step = T(lr / c1)
+    root_c2 = T(math.sqrt(c2))
+    for p in prange(theta.shape[0]):
+        g = grad[p] + wd * decay[p] * theta[p]
+        m = b1 * m1[p] + (one - b1) * g
+        v = b2 * m2[p] + (one - b2) * g * g
+        m1[p] = m
+        m2[p] = v
+        # theta -= lr * m_hat / (sqrt(v_hat) + eps)
+        theta[p] -= step * m / (math.sqrt(v) / root_c2 + e)
+
+
+def _check_block(theta, **blocks):
+    theta = float_array("theta", theta, 1)
+    out = [theta]
+    for name, x in blocks.items():
+        x = float_array(name, x, 1)
+        shape(name, x, theta.shape, "(P,) of theta")
+        out.append(x)
+    same_dtype(theta=theta, **dict(zip(blocks, out[1:])))
+    return out
+
+
+def sgd_update(theta, grad, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0, decay=None):
+    """SGD with momentum on B2/B3 gradients: ``v = mu v + g``, ``theta -= lr (g + mu v if nesterov else v)``,
+    with ``g = grad + weight_decay * decay * theta``.
+
+    theta, grad, velocity, decay (P,) -> (theta, velocity), new arrays.
+    """
+    decay = np.ones_like(theta) if decay is None else decay
+    theta, grad, velocity, decay = _check_block(theta, grad=grad, velocity=velocity, decay=decay)
+    theta, velocity = theta.copy(), velocity.copy()
+    _sgd_update_into(theta, grad, velocity, decay, float(lr), float(momentum), bool(nesterov), float(weight_decay))
+    return theta, velocity
+
+
+def adam_update(theta, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decay=None):
+    """Adam on B2/B3 gradients, bias-corrected at step ``t >= 1``:
+    ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``, ``theta -= lr m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps)``.
+
+    theta, grad, m, v, decay (P,) -> (theta, m, v), new arrays.
+    """
+    decay = np.ones_like(theta) if decay is None else decay
+    theta, grad, m, v, decay = _check_block(theta, grad=grad, m=m, v=v, decay=decay)
+    theta, m, v = theta.copy(), m.copy(), v.copy()
+    _adam_update_into(theta, grad, m, v, decay, float(lr), float(beta1), float(beta2), float(eps),
+                      float(weight_decay), float(t))
+    return theta, m, v
