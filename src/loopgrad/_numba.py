@@ -15,7 +15,15 @@
 Set ``NUMBA_DISABLE_JIT=1`` to run every kernel as plain Python (for coverage of
 loop bodies); ``prange`` then is ``range``.
 """
-from numba import njit, prange  # noqa: F401  (prange re-exported for the kernels)
+from numba import config, njit, prange  # noqa: F401  (prange re-exported for the kernels)
+
+if not config.DISABLE_JIT:
+    # A serial kernel loaded from the disk cache that calls a parallel one needs the
+    # parallel runtime's symbols (allocate_sched, ...) already registered; they are only
+    # registered once the thread pool starts, so start it before any kernel loads.
+    from numba.np.ufunc.parallel import _launch_threads
+
+    _launch_threads()
 
 FASTMATH = frozenset({"reassoc", "contract"})
 

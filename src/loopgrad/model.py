@@ -317,7 +317,7 @@ def _train(model, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, 
     opt.start()
     history = History()
     best, best_theta, since_best, t = np.inf, None, 0, 0
-    bar = tqdm(total=epochs * n_batches, disable=not progress, unit="batch", leave=False, dynamic_ncols=True)
+    bar = tqdm(total=epochs * n_batches, disable=not progress, unit="batch", leave=True, dynamic_ncols=True)
     try:
         for epoch in range(epochs):
             order = rng.permutation(n) if shuffle else np.arange(n)

@@ -1,0 +1,25 @@
+"""Figures, drawn headless (Agg)."""
+
+
+def plot_history(history, path, title=None):
+    """Training (and validation) loss per epoch, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    epochs = range(1, len(history.loss) + 1)
+    ax.plot(epochs, history.loss, label="training loss")
+    if history.val_loss:
+        ax.plot(epochs, history.val_loss, label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss J")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
