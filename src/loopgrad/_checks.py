@@ -20,6 +20,9 @@ def float_array(arg, x, ndim):
         raise TypeError(f"{arg}: expected dtype float32 or float64, got {x.dtype}")
     if x.ndim != ndim:
         raise ValueError(f"{arg}: expected a {ndim}-D array, got {x.ndim}-D with shape {x.shape}")
+    if not x.flags.writeable:
+        # a read-only array is another type to numba: copy rather than compile every kernel again
+        return np.array(x, order="C")
     return np.ascontiguousarray(x)
 
 
@@ -64,5 +67,7 @@ def numeric_matrix(arg, x, dtype, n_cols=None, col_name="n_0"):
     if n_cols is not None and a.shape[1] != n_cols:
         raise ValueError(f"{arg}: expected shape (m, {col_name}) = (*, {n_cols}), got {_fmt_shape(a.shape)}")
     a = np.ascontiguousarray(a, dtype=dtype)
+    if not a.flags.writeable:
+        a = a.copy()
     finite(arg, a)
     return a

@@ -84,6 +84,15 @@ class MLP:
                 limit = np.sqrt(6.0 / (n_in + n_out))
                 W[...] = rng.uniform(-limit, limit, W.shape)
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["params"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.params = layout.param_views(self.theta, self.layers)
+
     def __repr__(self):
         return (f"MLP({self.sizes}, hidden={self.hidden!r}, output={self.output!r}, "
                 f"dtype={self.dtype.name!r}, seed={self.seed!r})")
@@ -218,7 +227,7 @@ class MLP:
 
     def fit(self, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=None,
             validation_data=None, validation_split=0.0, early_stopping=False, patience=5, progress=True,
-            backend="loops"):
+            backend="loops", tol=0.0):
         """Mini-batch training; returns a ``History``. Same seed, same result, bit for bit.
 
         Each mini-batch is one fused call (forward, backward, update) of the chosen backend.
@@ -228,11 +237,13 @@ class MLP:
         epochs = _int_arg("epochs", epochs, 0)
         batch_size = _int_arg("batch_size", batch_size, 1)
         patience = _int_arg("patience", patience, 1)
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+            raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
         _, network = _backend(backend)
         opt = _optim.get(optimizer)
         X = self._inputs(X)
         Y = self._targets(y, X.shape[0], "y")
-        if not (isinstance(validation_split, (int, float)) and 0.0 <= validation_split < 1.0):
+        if isinstance(validation_split, bool) or not (isinstance(validation_split, (int, float)) and 0.0 <= validation_split < 1.0):
             raise ValueError(f"validation_split: expected a fraction in [0, 1), got {validation_split!r}")
         rng = np.random.default_rng(self.seed if seed is None else seed)
         if validation_data is not None:
@@ -250,7 +261,7 @@ class MLP:
         else:
             Xv = Yv = None
         return _train(self, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, early_stopping,
-                      patience, progress)
+                      patience, progress, float(tol))
 
     def warmup(self, batch_size=32, backend="loops"):
         """Run one throw-away step so the kernels are compiled (or loaded from the disk cache)."""
@@ -299,7 +310,8 @@ def _evaluate(model, X, Y):
     return float(kernels.loss_forward(model.loss_name, Z, Y)), _score(model, A, Y)
 
 
-def _train(model, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, early_stopping, patience, progress):
+def _train(model, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, early_stopping, patience, progress,
+           tol):
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
@@ -348,7 +360,7 @@ def _train(model, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, 
             history.epochs = epoch + 1
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.4f}",
                             **({"val_loss": f"{monitored:.4f}"} if Xv is not None else {}))
-            if monitored < best:
+            if monitored < best - tol:
                 best, since_best, history.best_epoch = monitored, 0, epoch
                 if early_stopping:
                     best_theta = model.theta.copy()

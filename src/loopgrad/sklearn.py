@@ -1,0 +1,158 @@
+"""scikit-learn estimators backed by loopgrad's fused loop step.
+
+``MLPClassifier`` and ``MLPRegressor`` take the options of scikit-learn's own
+estimators where they overlap, and expose the same fitted attributes
+(``coefs_``, ``intercepts_``, ``loss_curve_``, ``classes_``, ``n_features_in_``...).
+``alpha`` is scikit-learn's L2 term ``alpha/(2 m) ||W||^2`` per batch of ``m``,
+which is weight decay ``alpha / m`` on the weights.
+"""
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from .model import MLP
+from .optim import SGD, Adam
+
+_SKLEARN_ACTIVATION = {"logistic": "sigmoid"}
+
+
+class _BaseMLP(BaseEstimator):
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
+                 tol=1e-4, verbose=False, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, momentum=0.9, nesterovs_momentum=True, dtype="float64"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.dtype = dtype
+
+    def _fit(self, X, Y, output):
+        hidden = self.hidden_layer_sizes
+        hidden = [hidden] if np.isscalar(hidden) else list(hidden)
+        n = X.shape[0]
+        if self.batch_size == "auto":
+            batch = min(200, n)
+        elif isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1:
+            batch = min(int(self.batch_size), n)
+        else:
+            raise ValueError(f"batch_size: expected 'auto' or an integer >= 1, got {self.batch_size!r}")
+        if self.solver not in ("adam", "sgd"):
+            raise ValueError(f"solver: expected 'adam' or 'sgd', got {self.solver!r}")
+        if not np.isfinite(self.alpha) or self.alpha < 0:
+            raise ValueError(f"alpha: expected a value >= 0, got {self.alpha!r}")
+        decay = self.alpha / batch
+        if self.solver == "adam":
+            opt = Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon, weight_decay=decay)
+        else:
+            opt = SGD(self.learning_rate_init, self.momentum, self.nesterovs_momentum and self.momentum > 0,
+                      weight_decay=decay)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        activation = _SKLEARN_ACTIVATION.get(self.activation, self.activation)
+        model = MLP([X.shape[1], *hidden, Y.shape[1]], hidden=activation, output=output, dtype=self.dtype, seed=seed)
+        val = self.validation_fraction if self.early_stopping else 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            history = model.fit(X, Y, epochs=self.max_iter, batch_size=batch, optimizer=opt, shuffle=self.shuffle,
+                                seed=seed, validation_split=val, early_stopping=True,
+                                patience=self.n_iter_no_change, progress=bool(self.verbose), tol=self.tol)
+        self.model_ = model
+        self.loss_curve_ = list(history.loss)
+        self.n_iter_ = history.epochs
+        self.loss_ = history.loss[-1] if history.loss else np.nan
+        self.best_loss_ = min(history.loss) if history.loss and not self.early_stopping else None
+        if self.early_stopping:
+            self.validation_scores_ = list(history.val_accuracy or history.val_r2)
+            self.best_validation_score_ = max(self.validation_scores_) if self.validation_scores_ else None
+        self.t_ = history.epochs * -(-n // batch)
+        self.n_layers_ = len(model.sizes)
+        self.n_outputs_ = Y.shape[1]
+        self.out_activation_ = {"sigmoid": "logistic"}.get(output, output)
+        if not history.stopped_early and self.max_iter > 0:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                          f"hasn't converged yet.", ConvergenceWarning)
+        return self
+
+    @property
+    def coefs_(self):
+        check_is_fitted(self, "model_")
+        return [W.copy() for W, _ in self.model_.params]
+
+    @property
+    def intercepts_(self):
+        check_is_fitted(self, "model_")
+        return [b.copy() for _, b in self.model_.params]
+
+    def _forward(self, X):
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self.model_.forward(X)
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier: softmax output, or one logistic unit for two classes."""
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        self._encoder = LabelEncoder().fit(y)
+        self.classes_ = self._encoder.classes_
+        codes = self._encoder.transform(y)
+        k = len(self.classes_)
+        if k == 2:
+            Y = codes.reshape(-1, 1).astype(self.dtype)
+            return self._fit(X, Y, "sigmoid")
+        Y = np.zeros((len(codes), k), dtype=self.dtype)
+        Y[np.arange(len(codes)), codes] = 1
+        return self._fit(X, Y, "softmax")
+
+    def predict_proba(self, X):
+        A = self._forward(X)
+        if A.shape[1] == 1 and len(self.classes_) == 2:
+            return np.hstack([1 - A, A])
+        return A
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor: identity output, squared error; y may have several columns."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True, multi_output=True)
+        self._y_1d = y.ndim == 1
+        Y = np.asarray(y, dtype=self.dtype).reshape(len(y), -1)
+        return self._fit(X, Y, "identity")
+
+    def predict(self, X):
+        A = self._forward(X)
+        return A[:, 0] if self._y_1d else A
