@@ -16,9 +16,10 @@ def read_model(cls, path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError("expected an .npz archive written by MLP.save, got a single array")
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError("expected an .npz archive written by MLP.save, got a single array")
+        with f:
             missing = _KEYS - set(f.files)
             if missing:
                 raise ValueError(f"expected the keys {sorted(_KEYS)}, missing {sorted(missing)}")

@@ -30,11 +30,12 @@ def _act_row_forward(code, z, a):
             a[j] = z[j]
     elif code == RELU:
         for j in range(n):
-            a[j] = z[j] if z[j] > zero else zero
+            # written so that a NaN passes through, as np.maximum lets it
+            a[j] = zero if z[j] <= zero else z[j]
     elif code == LEAKY_RELU:
         slope = z.dtype.type(LEAKY_SLOPE)
         for j in range(n):
-            a[j] = z[j] if z[j] > zero else slope * z[j]
+            a[j] = slope * z[j] if z[j] <= zero else z[j]
     elif code == SIGMOID:
         for j in range(n):
             # exp of a non-positive argument only: no overflow for large |z|

@@ -71,7 +71,7 @@ def _check_targets(arg, Z, Y):
 
 
 def loss_forward(name, Z_L, Y):
-    """Cost from logits, ``J = (1/m) sum_i L(i)``: cross-entropy through log-sum-exp (softmax),
+    """Cost of the B8 pairs from logits, ``J = (1/m) sum_i L(i)``: cross-entropy through log-sum-exp (softmax),
     binary cross-entropy through log-sigmoid, squared error ``0.5 ||a - y||^2``.
 
     Z_L (m, n_L), Y (m, n_L) -> J, a scalar of the inputs' dtype.

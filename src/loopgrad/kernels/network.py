@@ -1,6 +1,6 @@
 """The whole network over flat buffers: forward, backward and the fused step.
 
-One ``@njit`` call runs a mini-batch's forward (F1-F3), loss, backward (B8, B6,
+One compiled call runs a mini-batch's forward (F1-F3), loss, backward (B8, B6,
 B2, B3) and optimizer update over the parameter block ``theta``; no Python runs
 per layer or per kernel. Buffer layouts are described in ``loopgrad.layout``.
 """
@@ -35,7 +35,9 @@ def _work(work, layers, m, l):
 
 @jit
 def _tail(work, layers, m):
-    o = 3 * m * layers[:, 1].sum()
+    o = 0
+    for l in range(layers.shape[0]):
+        o += 3 * m * layers[l, 1]
     return work[o:o + m], work[o + m:o + 2 * m]
 
 

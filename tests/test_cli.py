@@ -1,0 +1,74 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from loopgrad.cli import main
+
+
+def test_check_prints_an_all_ok_table(capsys):
+    assert main(["check", "--m", "9", "--n-in", "7", "--n-out", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "dense_forward" in out and "F1" in out and "FAIL" not in out
+    assert "within tolerance" in out
+
+
+def test_check_fails_when_a_kernel_is_wrong(capsys, monkeypatch):
+    from loopgrad import kernels
+    real = kernels.dense_forward
+    monkeypatch.setattr(kernels, "dense_forward", lambda A, W, b: real(A, W, b) * 1.001)
+    assert main(["check"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_train_predict_and_plot(tmp_path, capsys):
+    model, png = tmp_path / "m.npz", tmp_path / "curves.png"
+    assert main(["train", "--data", "iris", "--hidden", "8", "--epochs", "30", "--lr", "1e-2", "--quiet",
+                 "--save", str(model), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "wall time" in out and "kernels ready" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["predict", str(model), "--data", "iris"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert main(["predict", str(model), "--data", "wine"]) == 2
+    err = capsys.readouterr().err
+    assert "expects 4 features" in err and "Traceback" not in err
+
+
+def test_regression_cli(capsys):
+    assert main(["train", "--data", "diabetes", "--epochs", "3", "--quiet"]) == 0
+    assert "test R^2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["predict", "missing.npz"], "no such model file"),
+    (["train", "--epochs", "-1", "--quiet"], "epochs"),
+    (["train", "--batch-size", "0", "--quiet"], "batch_size"),
+    (["train", "--lr", "-1", "--quiet"], "lr"),
+])
+def test_errors_are_one_line(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
+
+
+def test_unknown_dataset_is_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "mnist"])
+    assert e.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_module_and_console_script_agree():
+    for cmd in ([sys.executable, "-m", "loopgrad", "--help"], ["loopgrad", "--help"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        for sub in ("check", "train", "predict"):
+            assert sub in out
+
+
+def test_garbage_model_file_cli(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an archive")
+    assert main(["predict", str(bad)]) == 2
+    assert "not a loopgrad model file" in capsys.readouterr().err

@@ -1,0 +1,68 @@
+"""Structure the brief asks for: no matrix products in the loop kernels, equations cited, caching."""
+import ast
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import loopgrad
+
+KERNELS = pathlib.Path(loopgrad.__file__).parent / "kernels"
+
+
+def _kernel_files():
+    return sorted(KERNELS.rglob("*.py"))
+
+
+def test_no_matrix_products_or_axis_sums_in_loop_kernels():
+    for f in _kernel_files():
+        for node in ast.walk(ast.parse(f.read_text())):
+            assert not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult)), f"{f}:{node.lineno} uses @"
+            if isinstance(node, ast.Call):
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                assert name not in {"dot", "matmul", "einsum", "tensordot", "sum"}, f"{f}:{node.lineno} calls {name}"
+
+
+def test_public_kernels_cite_an_equation():
+    for f in _kernel_files():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+                doc = ast.get_docstring(node) or ""
+                assert re.search(r"\b[FBN][0-9]\b", doc), f"{f.name}:{node.name} cites no equation"
+
+
+def test_reference_mirrors_kernels_file_for_file():
+    ref = KERNELS.parent / "reference"
+    assert {p.name for p in KERNELS.glob("*.py")} == {p.name for p in ref.glob("*.py")}
+
+
+def test_numba_options_live_in_one_place():
+    for f in (KERNELS.parent).rglob("*.py"):
+        if f.name != "_numba.py":
+            text = f.read_text()
+            assert "fastmath=" not in text and "cache=True" not in text and "@njit" not in text, f
+    text = (KERNELS.parent / "_numba.py").read_text()
+    assert '"nnan"' not in text.split('"""')[-1] and '"ninf"' not in text.split('"""')[-1]
+
+
+def test_runs_from_a_read_only_install(tmp_path):
+    """Copy the package to a read-only folder: the kernels still compile and run (numba falls back to
+    a user cache directory)."""
+    site = tmp_path / "site"
+    shutil.copytree(KERNELS.parent, site / "loopgrad", ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [site, *site.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    env = dict(os.environ, PYTHONPATH=str(site), NUMBA_CACHE_DIR=str(tmp_path / "user-cache"))
+    code = ("import numpy as np, loopgrad; m = loopgrad.MLP([3, 4, 2], dtype='float32');"
+            "print(m.loss(np.ones((2, 3)), [0, 1]), loopgrad.__file__)")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        for p in [site, *site.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert str(site) in out.stdout
+    assert not list(site.rglob("*.nbi"))  # nothing was written into the install
+    assert list((tmp_path / "user-cache").rglob("*.nbi"))

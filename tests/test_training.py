@@ -1,0 +1,238 @@
+import numpy as np
+import pytest
+
+import loopgrad as lg
+from loopgrad import datasets, layout
+from loopgrad.kernels import network as loop_network
+from loopgrad.reference import network as numpy_network
+from loopgrad.tables import LOSS_CODE
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return datasets.load("digits", dtype="float64")
+
+
+@pytest.mark.parametrize("opt", [lg.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+                                 lg.Adam(1e-2, weight_decay=1e-3), lg.SGD(0.1)], ids=repr)
+def test_fused_step_backends_agree_after_100_steps(opt, rng):
+    model = lg.MLP([10, 16, 12, 4], hidden="tanh", output="softmax")
+    X, y = rng.standard_normal((32, 10)), rng.integers(0, 4, 32)
+    Y = model._targets(y, 32)
+    runs = []
+    for network in (loop_network, numpy_network):
+        theta = model.theta.copy()
+        state = np.zeros((2, theta.size))
+        work = np.empty(layout.work_size(model.layers, 32))
+        decay = layout.decay_mask(model.layers, np.float64)
+        for t in range(1, 101):
+            network.train_step_into(theta, np.empty_like(theta), model.layers, X, Y, LOSS_CODE["cross_entropy"],
+                                    work, opt.code, state, opt.hyper(t), decay, opt.noise(theta.size, np.float64))
+        runs.append(theta)
+    assert np.abs(runs[0] - runs[1]).max() < 1e-9
+    assert np.abs(runs[0] - model.theta).max() > 1e-3  # it did train
+
+
+def test_fit_backends_agree_float64(digits):
+    thetas = []
+    for backend in ("loops", "numpy"):
+        m = datasets.model_for(digits, hidden=(32,), dtype="float64")
+        m.fit(digits.X_train, digits.y_train, epochs=2, progress=False, backend=backend)
+        thetas.append(m.theta)
+    assert np.abs(thetas[0] - thetas[1]).max() < 1e-9
+
+
+def test_params_are_views_into_one_block():
+    m = lg.MLP([3, 4, 2])
+    assert m.theta.flags.c_contiguous
+    for W, b in m.params:
+        assert np.shares_memory(W, m.theta) and np.shares_memory(b, m.theta)
+    m.params[1][0][0, 0] = 42.0
+    assert 42.0 in m.theta
+    assert [W.shape for W, _ in m.params] == [(3, 4), (4, 2)]
+
+
+def test_weight_decay_does_not_touch_biases(rng):
+    m = lg.MLP([3, 2], output="identity")
+    m.params[0][1][...] = 1.0
+    X = np.zeros((4, 3))  # zero inputs: the data gradient of W is 0, of b is (b - y) = 0 with y = b
+    before = m.theta.copy()
+    m.fit(X, np.ones((4, 2)), epochs=3, optimizer=lg.SGD(0.1, weight_decay=0.5), progress=False)
+    np.testing.assert_array_equal(m.params[0][1], 1.0)
+    np.testing.assert_allclose(m.params[0][0], before[:6].reshape(3, 2) * 0.95 ** 3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_same_seed_same_bits(dtype, digits):
+    runs = []
+    for _ in range(2):
+        m = datasets.model_for(digits, hidden=(32,), dtype=dtype, seed=3)
+        h = m.fit(digits.X_train, digits.y_train, epochs=3, seed=7, validation_split=0.1, progress=False)
+        runs.append((m.theta.copy(), h.loss))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    m = datasets.model_for(digits, hidden=(32,), dtype=dtype, seed=3)
+    m.fit(digits.X_train, digits.y_train, epochs=3, seed=8, validation_split=0.1, progress=False)
+    assert not np.array_equal(m.theta, runs[0][0])
+
+
+def test_same_bits_on_one_and_two_threads(digits):
+    import numba
+    runs = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        try:
+            m = datasets.model_for(digits, hidden=(48,), dtype="float32")
+            m.fit(digits.X_train, digits.y_train, epochs=2, batch_size=200, progress=False)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        runs.append(m.theta)
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_fit_learns_digits_with_history(digits):
+    m = datasets.model_for(digits, hidden=(64,), dtype="float32")
+    h = m.fit(digits.X_train, digits.y_train, epochs=15, optimizer=lg.Adam(2e-3, weight_decay=1e-3),
+              validation_data=(digits.X_test, digits.y_test), progress=False)
+    assert h.epochs == 15 and len(h.loss) == len(h.val_loss) == len(h.val_accuracy) == 15
+    assert h.loss[-1] < h.loss[0] / 5
+    assert m.score(digits.X_test, digits.y_test) >= 0.95
+    assert h.val_accuracy[-1] == pytest.approx(m.score(digits.X_test, digits.y_test))
+    proba = m.predict_proba(digits.X_test)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(m.predict(digits.X_test), proba.argmax(axis=1))
+
+
+def test_regression_reports_r2():
+    d = datasets.load("diabetes")
+    m = datasets.model_for(d, hidden=(16,), dtype="float64")
+    h = m.fit(d.X_train, d.y_train, epochs=30, optimizer=lg.Adam(1e-2), validation_split=0.2, progress=False)
+    assert len(h.val_r2) == 30 and not h.val_accuracy
+    assert m.score(d.X_test, d.y_test) > 0.15  # the mean predicts 0; a linear model reaches about 0.4 here
+    assert m.predict(d.X_test).shape == (d.X_test.shape[0],)
+    with pytest.raises(ValueError, match="predict_proba"):
+        m.predict_proba(d.X_test)
+
+
+def test_binary_sigmoid_output():
+    d = datasets.load("breast_cancer")
+    m = datasets.model_for(d, hidden=(16,))
+    assert m.output == "sigmoid" and m.sizes[-1] == 1
+    m.fit(d.X_train, d.y_train, epochs=20, progress=False)
+    assert m.score(d.X_test, d.y_test) > 0.93
+    assert m.predict_proba(d.X_test).shape == (d.X_test.shape[0], 2)
+
+
+def test_early_stopping_restores_best():
+    d = datasets.load("iris")
+    m = datasets.model_for(d, hidden=(8,), dtype="float64")
+    h = m.fit(d.X_train, d.y_train, epochs=500, optimizer=lg.Adam(0.05), validation_split=0.3,
+              early_stopping=True, patience=3, progress=False)
+    assert h.stopped_early and h.epochs < 500
+    v_loss, _ = __import__("loopgrad.model", fromlist=["_evaluate"])._evaluate(
+        m, *(lambda X, y: (m._inputs(X), m._targets(y, len(X))))(d.X_train[:1], d.y_train[:1]))
+    assert h.best_epoch == int(np.argmin(h.val_loss))
+    assert np.isfinite(v_loss)
+
+
+def test_zero_epochs_is_a_no_op():
+    m = lg.MLP([2, 2])
+    before = m.theta.copy()
+    h = m.fit(np.ones((3, 2)), [0, 1, 0], epochs=0, progress=False)
+    assert h.epochs == 0 and h.loss == []
+    np.testing.assert_array_equal(m.theta, before)
+
+
+@pytest.mark.parametrize("name", datasets.NAMES)
+def test_datasets(name):
+    d = datasets.load(name)
+    assert d.X_train.shape[1] == d.X_test.shape[1] == d.n_features
+    assert abs(d.X_train.mean()) < 1e-6
+    assert len(d.X_train) > len(d.X_test) > 0
+    again = datasets.load(name)
+    np.testing.assert_array_equal(d.X_train, again.X_train)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="dataset: expected one of digits"):
+        datasets.load("mnist")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_load_round_trip(tmp_path, dtype, rng):
+    m = lg.MLP([5, 7, 3], hidden="gelu", output="softmax", dtype=dtype, seed=4)
+    m.fit(rng.standard_normal((20, 5)), rng.integers(0, 3, 20), epochs=2, progress=False)
+    path = tmp_path / "m.npz"
+    m.save(path)
+    back = lg.MLP.load(path)
+    assert (back.sizes, back.hidden, back.output, back.dtype) == (m.sizes, m.hidden, m.output, m.dtype)
+    X = rng.standard_normal((4, 5))
+    np.testing.assert_array_equal(back.forward(X), m.forward(X))
+    assert all(np.shares_memory(W, back.theta) for W, _ in back.params)
+
+
+def _write(path, content):
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda p, good: _write(p, good.read_bytes()[:200]), "not a loopgrad model file"),
+    (lambda p, good: _write(p, b"garbage" * 50), "not a loopgrad model file"),
+    (lambda p, good: _write(p, __import__("pickle").dumps({"theta": [1, 2]})), "not a loopgrad model file"),
+    (lambda p, good: np.save(p.with_suffix(".npy"), np.arange(3)) or p.with_suffix(".npy"), "not a loopgrad model"),
+    (lambda p, good: np.savez(p, format_version=1, sizes=[5, 3], hidden="relu", output="softmax",
+                              dtype="float64", theta=np.zeros(7)) or p, "do not match the architecture"),
+    (lambda p, good: np.savez(p, format_version=9, sizes=[5, 3], hidden="relu", output="softmax",
+                              dtype="float64", theta=np.zeros(18)) or p, "format version 9"),
+    (lambda p, good: np.savez(p, format_version=1, sizes=[5, 3], hidden="relu", output="softmax",
+                              dtype="float64", theta=np.array([object()], dtype=object)) or p, "not a loopgrad"),
+])
+def test_load_rejects_bad_files(tmp_path, make, words):
+    good = tmp_path / "good.npz"
+    lg.MLP([5, 3]).save(good)
+    bad = make(tmp_path / "bad.npz", good)
+    with pytest.raises(ValueError, match=words) as e:
+        lg.MLP.load(bad)
+    assert str(bad) in str(e.value)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        lg.MLP.load(tmp_path / "nope.npz")
+
+
+def test_dpsgd_without_noise_and_with_a_large_clip_is_sgd(rng):
+    X, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    a, b = lg.MLP([6, 8, 3], seed=1), lg.MLP([6, 8, 3], seed=1)
+    a.fit(X, y, epochs=3, batch_size=8, optimizer=lg.SGD(0.1), progress=False)
+    b.fit(X, y, epochs=3, batch_size=8, optimizer=lg.DPSGD(0.1, clip_norm=1e6, noise_multiplier=0.0), progress=False)
+    np.testing.assert_allclose(a.theta, b.theta, atol=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["loops", "numpy"])
+def test_dpsgd_clipped_norms_are_bounded(backend, rng):
+    m = lg.MLP([6, 8, 3], seed=2)
+    X, y = 10 * rng.standard_normal((16, 6)), rng.integers(0, 3, 16)
+    Y = m._targets(y, 16)
+    clip = 1.0
+    raw = m.per_example_grad_norms(X, y)
+    assert (raw > clip).sum() >= 8 and (raw < clip).sum() >= 1
+    network = loop_network if backend == "loops" else numpy_network
+    work = np.empty(layout.work_size(m.layers, 16))
+    network.forward_into(m.theta, m.layers, X, work)
+    grad = np.empty_like(m.theta)
+    network.gradients_into(m.theta, m.layers, X, Y, LOSS_CODE["cross_entropy"], work, grad, clip)
+    views, _, _ = layout.work_views(work, m.layers, 16)
+    inputs = [X] + [A for _, A, _ in views[:-1]]
+    from loopgrad.kernels import per_example_sq_norms
+    clipped = np.sqrt(sum(per_example_sq_norms(A, dZ) for A, (_, _, dZ) in zip(inputs, views)))
+    assert (clipped <= clip * (1 + 1e-12)).all()
+    np.testing.assert_allclose(clipped, np.minimum(raw, clip), rtol=1e-12)  # clipped onto the ball, others kept
+
+
+def test_dpsgd_learns_digits(digits):
+    m = datasets.model_for(digits, hidden=(64,), dtype="float32")
+    m.fit(digits.X_train, digits.y_train, epochs=15, batch_size=64, progress=False,
+          optimizer=lg.DPSGD(lr=0.5, clip_norm=1.0, noise_multiplier=0.5, seed=0))
+    assert m.score(digits.X_test, digits.y_test) > 0.85
