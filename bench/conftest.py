@@ -1,0 +1,51 @@
+"""Benchmarks: ``pytest bench/ --benchmark-only``; ``--bench-sizes small`` keeps the smallest sizes (CI runs
+that with ``--benchmark-disable`` so the suite cannot rot).
+
+Every timing is preceded by a correctness check against the NumPy twin. PyTorch joins each group where
+it is installed (``pip install torch==2.13.0``). One runtime is busy at a time: numba, OpenBLAS and
+PyTorch each use 2 threads, one after the other, in the same process.
+"""
+import numpy as np
+import pytest
+
+try:
+    import torch
+    torch.set_num_threads(2)
+except ImportError:  # optional extra
+    torch = None
+
+DENSE_SIZES = [(32, 784, 128), (256, 784, 256), (1024, 1024, 1024), (4096, 1024, 1024)]
+STEP_CASES = [([784, 128, 64, 10], 32), ([784, 128, 64, 10], 128), ([784, 128, 64, 10], 1024), ([64, 64, 10], 32)]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench-sizes", choices=("small", "all"), default="all",
+                     help="'small': only the smallest size of each group (for CI)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--bench-sizes") == "small":
+        keep = [i for i in items if "small" in i.keywords]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+
+
+def sized(cases, key=lambda c: c):
+    """Parametrize values, the first marked 'small'."""
+    return [pytest.param(c, marks=pytest.mark.small if k == 0 else ()) for k, c in enumerate(cases)]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    return np.dtype(request.param)
+
+
+def torch_or_skip():
+    if torch is None:
+        pytest.skip("PyTorch not installed (pip install torch==2.13.0)")
+    return torch
