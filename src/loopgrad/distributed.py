@@ -1,0 +1,118 @@
+"""Data-parallel gradients and training on Dask (optional extra: ``pip install loopgrad[dask]``).
+
+The cost and its gradients are means over examples (``J = (1/m) sum_i L(i)``, B2, B3), so each
+task runs loopgrad's loop kernels on one row chunk and returns the *un-normalised* sums
+``(m_c J_c, m_c grad_c, m_c)``; a tree reduction adds them and the driver divides by the total
+``m``. Uneven chunks are weighted correctly because every chunk reports its own ``m_c``.
+Dask moves data and schedules tasks; loopgrad does all the arithmetic.
+"""
+import numpy as np
+
+from . import layout
+from .kernels import network as loop_network
+from .kernels.optim import adam_update, sgd_update
+from .model import History, _int_arg
+from .optim import Adam, get as _get_optimizer
+from .tables import LOSS_CODE
+
+
+def _dask():
+    try:
+        import dask
+        import dask.array as da
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise ImportError("loopgrad.distributed needs dask: pip install 'loopgrad[dask]'") from e
+    return dask, da
+
+
+def _chunk_sums(model, theta, X, Y):
+    """Loop kernels on one chunk: (m_c * J_c, m_c * grad_c, m_c)."""
+    X = model._inputs(X)
+    Y = model._targets(Y, X.shape[0])
+    m = X.shape[0]
+    work = np.empty(layout.work_size(model.layers, m), dtype=model.dtype)
+    grad = np.empty_like(theta)
+    loop_network.forward_into(theta, model.layers, X, work)
+    J = loop_network.gradients_into(theta, model.layers, X, Y, LOSS_CODE[model.loss_name], work, grad, 0.0)
+    return float(J) * m, grad * m, m
+
+
+def _add(a, b):
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
+def _row_blocks(X, Y):
+    dask, da = _dask()
+    if not isinstance(X, da.Array) or not isinstance(Y, da.Array):
+        raise TypeError(f"X, Y: expected dask.array.Array chunked along rows, got {type(X).__name__}, "
+                        f"{type(Y).__name__}")
+    if X.ndim != 2:
+        raise ValueError(f"X: expected a 2-D dask array (m, n_0), got shape {X.shape}")
+    if Y.shape[0] != X.shape[0]:
+        raise ValueError(f"Y: expected {X.shape[0]} rows to match X, got {Y.shape[0]}")
+    X = X.rechunk({1: -1})
+    Y = Y.rechunk({0: X.chunks[0], **({1: -1} if Y.ndim == 2 else {})})
+    xs = X.to_delayed().ravel()
+    ys = Y.to_delayed().ravel()
+    return dask, list(zip(xs, ys))
+
+
+def _tree_sum(dask, parts):
+    while len(parts) > 1:
+        parts = [dask.delayed(_add)(parts[k], parts[k + 1]) if k + 1 < len(parts) else parts[k]
+                 for k in range(0, len(parts), 2)]
+    return parts[0]
+
+
+def _graph(model, theta, X, Y):
+    dask, blocks = _row_blocks(X, Y)
+    return dask, _tree_sum(dask, [dask.delayed(_chunk_sums)(model, theta, x, y) for x, y in blocks])
+
+
+def _compute(dask, graph, client):
+    if client is not None:
+        return client.compute(graph).result()
+    return dask.compute(graph)[0]
+
+
+def _finish(model, total):
+    J_sum, grad_sum, m = total
+    grad = grad_sum / model.dtype.type(m)
+    return model.dtype.type(J_sum / m), grad
+
+
+def gradients(model, X, Y, client=None):
+    """``(J, [(dW1, db1), ...])`` of ``model`` over dask arrays X (m, n_0) and Y (labels or targets),
+    equal to ``model.gradients`` on the gathered arrays; each chunk runs the loop kernels."""
+    dask, graph = _graph(model, model.theta.copy(), X, Y)
+    J, grad = _finish(model, _compute(dask, graph, client))
+    return J, layout.param_views(grad, model.layers)
+
+
+def fit_distributed(model, X, Y, epochs, optimizer=None, client=None):
+    """Synchronous data-parallel full-batch training: each epoch broadcasts the parameters, sums the
+    per-chunk gradients in a tree, and takes one optimizer step on the driver. Returns a ``History``."""
+    epochs = _int_arg("epochs", epochs, 0)
+    opt = _get_optimizer(optimizer)
+    if getattr(opt, "clip_norm", None) is not None:
+        raise ValueError("optimizer: DPSGD is not supported by fit_distributed; use SGD or Adam")
+    dask, _ = _dask()
+    decay = layout.decay_mask(model.layers, model.dtype)
+    state = np.zeros((2, model.theta.size), dtype=model.dtype)
+    history = History()
+    for t in range(1, epochs + 1):
+        theta = model.theta.copy()
+        if client is not None:
+            theta = client.scatter(theta, broadcast=True)
+        _, graph = _graph(model, theta, X, Y)
+        J, grad = _finish(model, _compute(dask, graph, client))
+        if isinstance(opt, Adam):
+            new, state[0], state[1] = adam_update(model.theta, grad, state[0], state[1], t, opt.lr, opt.beta1,
+                                                  opt.beta2, opt.eps, opt.weight_decay, decay)
+        else:
+            new, state[0] = sgd_update(model.theta, grad, state[0], opt.lr, opt.momentum, opt.nesterov,
+                                       opt.weight_decay, decay)
+        model.theta[...] = new
+        history.loss.append(float(J))
+        history.epochs = t
+    return history
