@@ -98,6 +98,12 @@ class MLP:
                 f"dtype={self.dtype.name!r}, seed={self.seed!r})")
 
     @property
+    def col_params(self):
+        """The same parameters in the column convention: ``(W_col, b)`` with ``W_col = W.T`` of shape
+        ``(n_l, n_{l-1})``, still writable views into ``theta``."""
+        return [(W.T, b) for W, b in self.params]
+
+    @property
     def n_params(self):
         return self.theta.size
 

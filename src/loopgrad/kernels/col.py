@@ -1,0 +1,147 @@
+"""Column convention (MATH.md, second source document) as its own index loops.
+
+Examples are columns: A_prev (n_in, m), W (n_out, n_in), b (n_out,), Z (n_out, m). Every quantity is
+the transpose of its row-convention twin. Element-wise activations do not care about the
+convention; softmax and the losses run over a column here, so they go through the row kernels on
+the transpose (a column of Z is a row of Z.T).
+"""
+import numpy as np
+
+from .._checks import float_array, same_dtype, shape
+from .._numba import jit, prange
+from . import activations as _row_act
+from . import losses as _row_loss
+
+
+@jit(parallel=True)
+def _forward_into(W, A_prev, b, Z):
+    n_out, n_in = W.shape
+    m = A_prev.shape[1]
+    for j in prange(n_out):
+        z = Z[j]
+        for i in range(m):
+            z[i] = b[j]
+        for k in range(n_in):
+            w = W[j, k]
+            a = A_prev[k]
+            # Z[j,i] += W[j,k] * A_prev[k,i]
+            for i in range(m):
+                z[i] += w * a[i]
+
+
+@jit(parallel=True)
+def _weight_grad_into(dZ, A_prev, dW):
+    n_out, m = dZ.shape
+    n_in = A_prev.shape[0]
+    inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
+    for j in prange(n_out):
+        d = dZ[j]
+        for k in range(n_in):
+            a = A_prev[k]
+            s = dW.dtype.type(0.0)
+            # dW[j,k] = (1/m) sum_i dZ[j,i] * A_prev[k,i]
+            for i in range(m):
+                s += d[i] * a[i]
+            dW[j, k] = s * inv_m
+
+
+@jit(parallel=True)
+def _input_grad_into(W, dZ, dA_prev):
+    n_out, n_in = W.shape
+    m = dZ.shape[1]
+    for k in prange(n_in):
+        out = dA_prev[k]
+        for i in range(m):
+            out[i] = dA_prev.dtype.type(0.0)
+        for j in range(n_out):
+            w = W[j, k]
+            d = dZ[j]
+            # dA_prev[k,i] += W[j,k] * dZ[j,i]
+            for i in range(m):
+                out[i] += w * d[i]
+
+
+@jit
+def _bias_grad_into(dZ, db):
+    n_out, m = dZ.shape
+    for j in range(n_out):
+        s = db.dtype.type(0.0)
+        # db[j] = (1/m) sum_i dZ[j,i]
+        for i in range(m):
+            s += dZ[j, i]
+        db[j] = s / db.dtype.type(m)
+
+
+def _check(A_prev, W, b=None):
+    A_prev = float_array("A_prev", A_prev, 2)
+    W = float_array("W", W, 2)
+    shape("W", W, (None, A_prev.shape[0]), "(n_out, n_in)")
+    if b is None:
+        same_dtype(A_prev=A_prev, W=W)
+        return A_prev, W
+    b = float_array("b", b, 1)
+    shape("b", b, (W.shape[0],), "(n_out,)")
+    same_dtype(A_prev=A_prev, W=W, b=b)
+    return A_prev, W, b
+
+
+def dense_forward(A_prev, W, b):
+    """F1 (column form) ``Z[j,i] = sum_k W[j,k] A_prev[k,i] + b[j]``.
+
+    A_prev (n_in, m), W (n_out, n_in), b (n_out,) -> Z (n_out, m).
+    """
+    A_prev, W, b = _check(A_prev, W, b)
+    Z = np.empty((W.shape[0], A_prev.shape[1]), dtype=W.dtype)
+    _forward_into(W, A_prev, b, Z)
+    return Z
+
+
+def dense_backward(dZ, A_prev, W):
+    """B4 ``dA_prev[k,i] = sum_j W[j,k] dZ[j,i]``, B2 ``dW[j,k] = (1/m) sum_i dZ[j,i] A_prev[k,i]``,
+    B3 ``db[j] = (1/m) sum_i dZ[j,i]`` (column form).
+
+    dZ (n_out, m), A_prev (n_in, m), W (n_out, n_in) -> dA_prev (n_in, m), dW (n_out, n_in), db (n_out,).
+    """
+    A_prev, W = _check(A_prev, W)
+    dZ = float_array("dZ", dZ, 2)
+    shape("dZ", dZ, (W.shape[0], A_prev.shape[1]), "(n_out, m)")
+    same_dtype(dZ=dZ, W=W)
+    dA_prev, dW, db = np.empty_like(A_prev), np.empty_like(W), np.empty(W.shape[0], W.dtype)
+    _input_grad_into(W, dZ, dA_prev)
+    _weight_grad_into(dZ, A_prev, dW)
+    _bias_grad_into(dZ, db)
+    return dA_prev, dW, db
+
+
+def activation_forward(name, Z):
+    """F2/F3 (column form): ``A[j,i] = g(Z[j,i])``; softmax over each column. Z (n, m) -> A (n, m)."""
+    return np.ascontiguousarray(_row_act.activation_forward(name, float_array("Z", Z, 2).T).T)
+
+
+def activation_backward(name, dA, Z, A):
+    """B5/B7 (column form): ``dZ = dA * g'(Z)``, or softmax's Jacobian per column. (n, m) -> (n, m)."""
+    return np.ascontiguousarray(_row_act.activation_backward(name, *(float_array(k, x, 2).T for k, x in
+                                                                    (("dA", dA), ("Z", Z), ("A", A)))).T)
+
+
+def loss_forward(name, Z_L, Y):
+    """Cost of the B8 pairs, column form: Z_L, Y (n_L, m) -> J."""
+    return _row_loss.loss_forward(name, float_array("Z_L", Z_L, 2).T, float_array("Y", Y, 2).T)
+
+
+def output_delta(name, A_L, Y):
+    """B8 (column form) ``dZ_L = A_L - Y``, (n_L, m)."""
+    return np.ascontiguousarray(_row_loss.output_delta(name, float_array("A_L", A_L, 2).T,
+                                                       float_array("Y", Y, 2).T).T)
+
+
+def per_example_weight_grads(A_prev, dZ):
+    """B1 (column form) ``dW(i)[j,k] = dZ[j,i] * A_prev[k,i]``. A_prev (n_in, m), dZ (n_out, m) -> (m, n_out, n_in)."""
+    from .dense import per_example_weight_grads as row
+    return np.ascontiguousarray(row(float_array("A_prev", A_prev, 2).T, float_array("dZ", dZ, 2).T).transpose(0, 2, 1))
+
+
+def per_example_sq_norms(A_prev, dZ):
+    """N1 (column form) ``(||A_prev[:, i]||^2 + 1) * ||dZ[:, i]||^2`` -> (m,)."""
+    from .dense import per_example_sq_norms as row
+    return row(float_array("A_prev", A_prev, 2).T, float_array("dZ", dZ, 2).T)
