@@ -23,6 +23,10 @@ def pytest_addoption(parser):
                      help="'small': only the smallest size of each group (for CI)")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "small: the smallest size of a group, run by CI")
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--bench-sizes") == "small":
         keep = [i for i in items if "small" in i.keywords]
