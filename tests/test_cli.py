@@ -72,3 +72,11 @@ def test_garbage_model_file_cli(tmp_path, capsys):
     bad.write_bytes(b"not an archive")
     assert main(["predict", str(bad)]) == 2
     assert "not a loopgrad model file" in capsys.readouterr().err
+
+
+def test_bench_prints_a_table_and_writes_a_plot(tmp_path, capsys):
+    png = tmp_path / "bench.png"
+    assert main(["bench", "--quick", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "vs NumPy" in out and "dense forward" in out and "train step" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
