@@ -163,8 +163,6 @@ def explain(model, X, Y, convention="row"):
 
 def _fmt(a, width=7):
     a = np.atleast_2d(np.asarray(a, dtype=float))
-    if a.shape[0] == 1 and a.ndim == 2 and a.size > 1:
-        pass
     rows = a[:6]
     lines = [" ".join(f"{v:{width}.4f}" for v in r[:5]) + (" ..." if r.size > 5 else "") for r in rows]
     if a.shape[0] > 6:
