@@ -20,7 +20,7 @@ def _tol(dtype, n):
 
 KERNELS = {
     # name: (loops(A, W, b, dZ, out), numpy(A, W, b, dZ, out), torch(...), out shape, n_terms)
-    "forward": (lambda A, W, b, dZ, out: _dense_act_forward_into(A, W, b, -1, out, out),
+    "forward": (lambda A, W, b, dZ, out: _dense_act_forward_into(A, W, b, -1, out, out, np.empty(W.size, W.dtype)),
                 lambda A, W, b, dZ, out: np.add(np.matmul(A, W, out=out), b, out=out),
                 lambda t, A, W, b, dZ: t.addmm(b, A, W), lambda m, i, o: (m, o), lambda m, i, o: i),
     "dW": (lambda A, W, b, dZ, out: _weight_grad_into(A, dZ, out),

@@ -23,11 +23,15 @@ def test_kernel_matches_twin(name, m, n_in, n_out, dtype, layout, scale, seed):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 3), (5, 1, 1), (3, 4, 1)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 3), (5, 1, 1), (3, 4, 1),
+                                   # across the kernels' switches: dot-form forward from m = 64 (DOT_FORWARD_ROWS),
+                                   # threads from 2^17 multiply-adds (SERIAL_WORK), 4 x 4 blocks with remainders
+                                   (63, 9, 5), (64, 9, 5), (67, 33, 70), (130, 40, 30), (257, 70, 9)])
 def test_edge_shapes(name, shape):
     for dtype in ("float32", "float64"):
-        diff, tol, _ = compare(name, *shape, dtype)
-        assert diff <= tol
+        for layout in LAYOUTS:
+            diff, tol, _ = compare(name, *shape, dtype, layout)
+            assert diff <= tol, f"{name} {dtype} {layout} {shape}: {diff:.3e} > {tol:.3e}"
 
 
 def test_twins_export_the_same_names_and_signatures():

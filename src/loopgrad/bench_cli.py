@@ -45,8 +45,9 @@ def run(dtype="float32", quick=False):
         b = rng.standard_normal(n_out).astype(dtype)
         dZ = rng.standard_normal((m, n_out)).astype(dtype)
         Z, dW, dA = np.empty((m, n_out), dtype), np.empty((n_in, n_out), dtype), np.empty((m, n_in), dtype)
+        scratch = np.empty(n_in * n_out, dtype)
         cases = {
-            "forward": (lambda: _dense_act_forward_into(A, W, b, -1, Z, Z),
+            "forward": (lambda: _dense_act_forward_into(A, W, b, -1, Z, Z, scratch),
                         lambda: np.add(np.matmul(A, W, out=Z), b, out=Z),
                         (lambda t, tA, tW, tb, tdZ: t.addmm(tb, tA, tW))),
             "dW": (lambda: _weight_grad_into(A, dZ, dW), lambda: np.divide(np.matmul(A.T, dZ, out=dW), m, out=dW),

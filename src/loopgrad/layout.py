@@ -6,7 +6,8 @@ gradient and optimizer state blocks have the same layout, so an update is one
 loop over the block.
 
 Work: for a batch of ``m`` rows, layer ``l`` holds ``Z``, ``A`` and ``dZ``
-(each ``m*n_l``), then two vectors of ``m`` (per-example losses, norms).
+(each ``m*n_l``), then two vectors of ``m`` (per-example losses, norms), then scratch for the
+largest layer's W transposed.
 """
 import numpy as np
 
@@ -32,7 +33,8 @@ def n_params(table):
 
 
 def work_size(table, m):
-    return int(3 * m * table[:, N_OUT].sum() + 2 * m)
+    scratch = int((table[:, N_IN] * table[:, N_OUT]).max())  # one layer's W, transposed
+    return int(3 * m * table[:, N_OUT].sum() + 2 * m) + scratch
 
 
 def decay_mask(table, dtype):

@@ -34,6 +34,14 @@ def _work(work, layers, m, l):
 
 
 @jit
+def _scratch(work, layers, m):
+    o = 2 * m
+    for l in range(layers.shape[0]):
+        o += 3 * m * layers[l, 1]
+    return work[o:]
+
+
+@jit
 def _tail(work, layers, m):
     o = 0
     for l in range(layers.shape[0]):
@@ -48,12 +56,18 @@ def forward_into(theta, layers, X, work):
     theta (P,), layers (L, 5), X (m, n_0), work (3 m sum(n_l) + 2m,).
     """
     m = X.shape[0]
-    A_prev = X
-    for l in range(layers.shape[0]):
+    # X and the work views differ in numba's type (an argument vs a reshape), so X is never put
+    # in a loop variable with them: unifying the two would give a non-contiguous type and
+    # kernels that do not vectorise.
+    W, b = _params(theta, layers, 0)
+    Z, A, _ = _work(work, layers, m, 0)
+    scratch = _scratch(work, layers, m)
+    _dense_act_forward_into(X, W, b, layers[0, 4], Z, A, scratch)
+    for l in range(1, layers.shape[0]):
         W, b = _params(theta, layers, l)
+        _, A_prev, _ = _work(work, layers, m, l - 1)
         Z, A, _ = _work(work, layers, m, l)
-        _dense_act_forward_into(A_prev, W, b, layers[l, 4], Z, A)
-        A_prev = A
+        _dense_act_forward_into(A_prev, W, b, layers[l, 4], Z, A, scratch)
 
 
 @jit(parallel=True)
@@ -88,13 +102,14 @@ def gradients_into(theta, layers, X, Y, loss, work, grad, clip_norm):
         zero = norms.dtype.type(0.0)
         for i in range(m):
             norms[i] = zero
-        A_prev = X
         for l in range(L):
-            Z, A, dZ = _work(work, layers, m, l)
-            _per_example_sq_norms_into(A_prev, dZ, losses)
+            _, _, dZ = _work(work, layers, m, l)
+            if l == 0:
+                _per_example_sq_norms_into(X, dZ, losses)
+            else:
+                _per_example_sq_norms_into(_work(work, layers, m, l - 1)[1], dZ, losses)
             for i in range(m):
                 norms[i] += losses[i]
-            A_prev = A
         for i in range(m):
             # c_i = min(1, C / ||g(i)||)
             nrm = math.sqrt(norms[i])
@@ -102,13 +117,14 @@ def gradients_into(theta, layers, X, Y, loss, work, grad, clip_norm):
         for l in range(L):
             _, _, dZ = _work(work, layers, m, l)
             _scale_rows(norms, dZ)
-    A_prev = X
     for l in range(L):
         dW, db = _params(grad, layers, l)
-        Z, A, dZ = _work(work, layers, m, l)
-        _weight_grad_into(A_prev, dZ, dW)
+        _, _, dZ = _work(work, layers, m, l)
+        if l == 0:
+            _weight_grad_into(X, dZ, dW)
+        else:
+            _weight_grad_into(_work(work, layers, m, l - 1)[1], dZ, dW)
         _bias_grad_into(dZ, db)
-        A_prev = A
     return J
 
 
