@@ -329,29 +329,30 @@ def _train(model, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, 
     state = np.zeros((2, P), dtype=model.dtype)
     decay = layout.decay_mask(model.layers, model.dtype)
     work = model._work(batch_size)
-    Xb = np.empty((batch_size, X.shape[1]), dtype=model.dtype)
-    Yb = np.empty((batch_size, Y.shape[1]), dtype=model.dtype)
+    Xb = np.empty(batch_size * X.shape[1], dtype=model.dtype)
+    Yb = np.empty(batch_size * Y.shape[1], dtype=model.dtype)
     loss = LOSS_CODE[model.loss_name]
     opt.start()
+    hyper = opt.hyper(0)  # the backend advances hyper[H_T] by one per step
     history = History()
-    best, best_theta, since_best, t = np.inf, None, 0, 0
+    best, best_theta, since_best = np.inf, None, 0
     bar = tqdm(total=epochs * n_batches, disable=not progress, unit="batch", leave=True, dynamic_ncols=True)
     try:
         for epoch in range(epochs):
             order = rng.permutation(n) if shuffle else np.arange(n)
-            total = 0.0
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                m = idx.size
-                xb, yb = Xb[:m], Yb[:m]
-                np.take(X, idx, axis=0, out=xb)
-                np.take(Y, idx, axis=0, out=yb)
-                t += 1
-                J = network.train_step_into(model.theta, grad, model.layers, xb, yb, loss,
-                                            work[:layout.work_size(model.layers, m)], opt.code, state,
-                                            opt.hyper(t), decay, opt.noise(P, model.dtype))
-                total += float(J) * m
-                bar.update(1)
+            if not opt.per_step_noise:
+                # the whole epoch in one call of the backend: no Python per mini-batch
+                total = network.train_epoch_into(model.theta, grad, model.layers, X, Y, order, batch_size, loss, work,
+                                                 Xb, Yb, opt.code, state, hyper, decay, opt.noise(P, model.dtype))
+                bar.update(n_batches)
+            else:
+                # DP-SGD draws fresh noise in Python (numpy's Generator) for every step
+                total = 0.0
+                for start in range(0, n, batch_size):
+                    total += network.train_epoch_into(model.theta, grad, model.layers, X, Y,
+                                                      order[start:start + batch_size], batch_size, loss, work, Xb, Yb,
+                                                      opt.code, state, hyper, decay, opt.noise(P, model.dtype))
+                    bar.update(1)
             epoch_loss = total / n
             if not np.isfinite(epoch_loss):
                 raise FloatingPointError(

@@ -40,6 +40,8 @@ class SGD:
             self.lr, self.momentum, float(self.nesterov), self.weight_decay, t)
         return h
 
+    per_step_noise = False
+
     def start(self):
         """Called once at the start of ``fit``."""
 
@@ -86,6 +88,10 @@ class DPSGD(SGD):
 
     def start(self):
         self._rng = np.random.default_rng(self.seed)
+
+    @property
+    def per_step_noise(self):
+        return self.noise_multiplier > 0.0
 
     def hyper(self, t):
         h = super().hyper(t)

@@ -16,10 +16,13 @@ from .activations import _act_row_backward, _act_row_forward
 # thread in one order whatever the number of threads: the same bits on 1 or 2 threads.
 ROW_BLOCK = 16
 # Below this many multiply-adds a product runs serially: waking the thread pool costs more.
-SERIAL_WORK = 1 << 17
+SERIAL_WORK = 1 << 18
 # From this batch size on, F1 copies W transposed (n_in * n_out moves) to use the dot form,
 # which runs about 1.5x faster than the axpy form; below it the copy costs more than it saves.
 DOT_FORWARD_ROWS = 64
+# From this batch size on, B2 transposes A_prev and dZ (m * (n_in + n_out) moves) to use the
+# dot form over the example index.
+DOT_WEIGHT_ROWS = 256
 
 
 @jit
@@ -231,9 +234,13 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A, scratch):
 
 
 @jit
-def _weight_grad_rows(A_prev, dZ, dW, j0, j1):
-    # dW[j,k] = sum_i A_prev[i,j] dZ[i,k]: the axpy form on A_prev.T (read one scalar at a time)
-    _nn_rows(A_prev.T, dZ, dW, j0, j1)
+def _weight_grad_rows(A_prev, dZ, AT, dZT, dW, j0, j1):
+    if A_prev.shape[0] >= DOT_WEIGHT_ROWS:
+        # dW[j,k] = sum_i AT[j,i] * dZT[k,i]: the dot form over examples
+        _nt_rows(AT, dZT, dW, j0, j1)
+    else:
+        # dW[j,k] = sum_i A_prev[i,j] dZ[i,k]: the axpy form on A_prev.T (read one scalar at a time)
+        _nn_rows(A_prev.T, dZ, dW, j0, j1)
     inv_m = dW.dtype.type(1.0) / dW.dtype.type(A_prev.shape[0])
     for j in range(j0, j1):
         g = dW[j]
@@ -242,20 +249,33 @@ def _weight_grad_rows(A_prev, dZ, dW, j0, j1):
 
 
 @jit(parallel=True)
-def _weight_grad_blocks(A_prev, dZ, dW):
+def _weight_grad_blocks(A_prev, dZ, AT, dZT, dW):
     n_in = A_prev.shape[1]
     for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
-        _weight_grad_rows(A_prev, dZ, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK))
+        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK))
 
 
 @jit
 def _weight_grad_into(A_prev, dZ, dW):
-    """B2 into dW: each task owns a block of rows j of dW."""
+    """B2 into dW: each task owns a block of rows j of dW.
+
+    For large batches the two operands are first transposed (temporary buffers, m * (n_in + n_out)
+    values, small beside the m * n_in * n_out multiply-adds) so the sum over examples is a dot form.
+    """
     m, n_in = A_prev.shape
-    if m * n_in * dZ.shape[1] < SERIAL_WORK:
-        _weight_grad_rows(A_prev, dZ, dW, 0, n_in)
+    n_out = dZ.shape[1]
+    if m >= DOT_WEIGHT_ROWS:
+        AT = np.empty((n_in, m), dtype=A_prev.dtype)
+        dZT = np.empty((n_out, m), dtype=dZ.dtype)
+        _transpose_into(A_prev, AT)
+        _transpose_into(dZ, dZT)
     else:
-        _weight_grad_blocks(A_prev, dZ, dW)
+        AT = np.empty((0, 0), dtype=A_prev.dtype)
+        dZT = AT
+    if m * n_in * n_out < SERIAL_WORK:
+        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, 0, n_in)
+    else:
+        _weight_grad_blocks(A_prev, dZ, AT, dZT, dW)
 
 
 @jit

@@ -8,17 +8,17 @@ import math
 import numpy as np
 
 from .._checks import float_array, same_dtype, shape
-from .._numba import jit, prange
+from .._numba import jit
 from ..tables import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_code
 
 
-@jit(parallel=True)
+@jit
 def _loss_rows_into(code, Z, Y, L):
-    """L(i) for every row; each thread owns its rows, the mean is taken serially after."""
+    """L(i) for every row (serial: m * n_L is small beside the dense layers); the mean follows."""
     m, n = Z.shape
     zero = Z.dtype.type(0.0)
     half = Z.dtype.type(0.5)
-    for i in prange(m):
+    for i in range(m):
         z = Z[i]
         y = Y[i]
         s = zero
@@ -54,9 +54,9 @@ def _mean(L):
     return s / L.dtype.type(L.shape[0])
 
 
-@jit(parallel=True)
+@jit
 def _output_delta_into(A, Y, dZ):
-    for i in prange(A.shape[0]):
+    for i in range(A.shape[0]):
         # dZ[L][i,k] = A[L][i,k] - Y[i,k]
         for k in range(A.shape[1]):
             dZ[i, k] = A[i, k] - Y[i, k]

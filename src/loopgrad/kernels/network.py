@@ -154,3 +154,30 @@ def train_step_into(theta, grad, layers, X, Y, loss, work, opt, state, hyper, de
         _sgd_update_into(theta, grad, state[0], decay, hyper[H_LR], hyper[H_MOMENTUM], hyper[H_NESTEROV] != 0.0,
                          hyper[H_WEIGHT_DECAY])
     return J
+
+
+@jit
+def train_epoch_into(theta, grad, layers, X, Y, order, batch_size, loss, work, Xb, Yb, opt, state, hyper, decay,
+                     noise):
+    """One epoch of fused steps (F1-F3, B8, B6, B2, B3 and the update, per mini-batch): rows ``order[s:s + batch_size]`` are gathered into ``Xb``/``Yb``
+    (flat buffers of ``batch_size`` rows) and ``train_step_into`` runs on them, with ``hyper[H_T]``
+    advanced by one per step. Returns sum over batches of ``m_b * J_b`` (float64).
+    """
+    n = order.shape[0]
+    n0 = X.shape[1]
+    nL = Y.shape[1]
+    total = 0.0
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        xb = Xb[:m * n0].reshape((m, n0))
+        yb = Yb[:m * nL].reshape((m, nL))
+        for r in range(m):
+            src = order[start + r]
+            for k in range(n0):
+                xb[r, k] = X[src, k]
+            for k in range(nL):
+                yb[r, k] = Y[src, k]
+        hyper[H_T] += 1.0
+        J = train_step_into(theta, grad, layers, xb, yb, loss, work, opt, state, hyper, decay, noise)
+        total += float(J) * m
+    return total

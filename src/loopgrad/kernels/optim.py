@@ -11,11 +11,17 @@ from .._checks import float_array, same_dtype, shape
 from .._numba import jit, prange
 
 
-@jit(parallel=True)
-def _sgd_update_into(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay):
+# Parameters per parallel task, fixed so that the split never depends on the thread count;
+# blocks below SERIAL_PARAMS in all run on the calling thread.
+PARAM_BLOCK = 8192
+SERIAL_PARAMS = 1 << 16
+
+
+@jit
+def _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, p0, p1):
     T = theta.dtype.type
     lr, mu, wd = T(lr), T(momentum), T(weight_decay)
-    for p in prange(theta.shape[0]):
+    for p in range(p0, p1):
         # g = dJ/dtheta (B2, B3) + wd * theta on weights
         g = grad[p] + wd * decay[p] * theta[p]
         v = mu * velocity[p] + g
@@ -24,16 +30,30 @@ def _sgd_update_into(theta, grad, velocity, decay, lr, momentum, nesterov, weigh
 
 
 @jit(parallel=True)
-def _adam_update_into(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t):
+def _sgd_blocks(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay):
+    P = theta.shape[0]
+    for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
+        _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, blk * PARAM_BLOCK,
+                   min(P, (blk + 1) * PARAM_BLOCK))
+
+
+@jit
+def _sgd_update_into(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay):
+    if theta.shape[0] < SERIAL_PARAMS:
+        _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, 0, theta.shape[0])
+    else:
+        _sgd_blocks(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay)
+
+
+@jit
+def _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, p0, p1):
     T = theta.dtype.type
     b1, b2, wd, e = T(beta1), T(beta2), T(weight_decay), T(eps)
     one = T(1.0)
     # bias corrections folded into the step size, computed once in float64
-    c1 = 1.0 - beta1 ** t
-    c2 = 1.0 - beta2 ** t
-    step = T(lr / c1)
-    root_c2 = T(math.sqrt(c2))
-    for p in prange(theta.shape[0]):
+    step = T(lr / (1.0 - beta1 ** t))
+    root_c2 = T(math.sqrt(1.0 - beta2 ** t))
+    for p in range(p0, p1):
         g = grad[p] + wd * decay[p] * theta[p]
         m = b1 * m1[p] + (one - b1) * g
         v = b2 * m2[p] + (one - b2) * g * g
@@ -41,6 +61,22 @@ def _adam_update_into(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_
         m2[p] = v
         # theta -= lr * m_hat / (sqrt(v_hat) + eps)
         theta[p] -= step * m / (math.sqrt(v) / root_c2 + e)
+
+
+@jit(parallel=True)
+def _adam_blocks(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t):
+    P = theta.shape[0]
+    for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
+        _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, blk * PARAM_BLOCK,
+                    min(P, (blk + 1) * PARAM_BLOCK))
+
+
+@jit
+def _adam_update_into(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t):
+    if theta.shape[0] < SERIAL_PARAMS:
+        _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, 0, theta.shape[0])
+    else:
+        _adam_blocks(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t)
 
 
 def _check_block(theta, **blocks):

@@ -59,3 +59,20 @@ def train_step_into(theta, grad, layers, X, Y, loss, work, opt, state, hyper, de
         theta[...], state[0] = sgd_update(theta, grad, state[0], hyper[H_LR], hyper[H_MOMENTUM],
                                           hyper[H_NESTEROV] != 0, hyper[H_WEIGHT_DECAY], decay)
     return J
+
+
+def train_epoch_into(theta, grad, layers, X, Y, order, batch_size, loss, work, Xb, Yb, opt, state, hyper, decay,
+                     noise):
+    """One epoch of ``train_step_into`` over ``order`` in batches; returns sum of ``m_b * J_b``."""
+    total = 0.0
+    for start in range(0, order.shape[0], batch_size):
+        idx = order[start:start + batch_size]
+        m = idx.size
+        xb = Xb[:m * X.shape[1]].reshape(m, X.shape[1])
+        yb = Yb[:m * Y.shape[1]].reshape(m, Y.shape[1])
+        np.take(X, idx, axis=0, out=xb)
+        np.take(Y, idx, axis=0, out=yb)
+        hyper[H_T] += 1.0
+        J = train_step_into(theta, grad, layers, xb, yb, loss, work, opt, state, hyper, decay, noise)
+        total += float(J) * m
+    return total
