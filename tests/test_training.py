@@ -76,14 +76,15 @@ def test_same_seed_same_bits(dtype, digits):
     assert not np.array_equal(m.theta, runs[0][0])
 
 
-def test_same_bits_on_one_and_two_threads(digits):
+@pytest.mark.parametrize("batch_size", [32, 100, 300])  # axpy and dot-form paths of F1 and B2
+def test_same_bits_on_one_and_two_threads(digits, batch_size):
     import numba
     runs = []
     for threads in (1, 2):
         numba.set_num_threads(threads)
         try:
-            m = datasets.model_for(digits, hidden=(48,), dtype="float32")
-            m.fit(digits.X_train, digits.y_train, epochs=2, batch_size=200, progress=False)
+            m = datasets.model_for(digits, hidden=(256, 48), dtype="float32")
+            m.fit(digits.X_train, digits.y_train, epochs=2, batch_size=batch_size, progress=False)
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         runs.append(m.theta)

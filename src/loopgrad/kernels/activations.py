@@ -18,6 +18,20 @@ from ..tables import (
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
+# Without SVML, math.tanh and math.log1p are scalar library calls (about 10-13 ns each here,
+# against 1-2 ns for math.exp and 0.2 ns for NumPy's SIMD tanh). tanh and softplus are
+# therefore written with exp and polynomials, which LLVM vectorises around the exp calls.
+# tanh: Taylor series for |z| < 0.3 (x^2 <= 0.09, twelve terms leave < 1e-17 relative), else
+# (1 - e) / (1 + e) with e = exp(-2|z|) <= 0.55, where no cancellation happens.
+# Coefficients 2^2n (2^2n - 1) B_2n / (2n)! of z^(2n-1), n = 2..12.
+_TANH_SMALL = 0.3
+_TANH_C = (-1.0 / 3.0, 2.0 / 15.0, -17.0 / 315.0, 62.0 / 2835.0, -1382.0 / 155925.0, 21844.0 / 6081075.0,
+           -929569.0 / 638512875.0, 6404582.0 / 10854718875.0, -443861162.0 / 1856156927625.0,
+           18888466084.0 / 194896477400625.0, -113927491862.0 / 2900518163668125.0)
+# log1p(e) for e = exp(-|z|) in (0, 1]: 2 atanh(s) with s = e / (2 + e) <= 1/3, as the odd
+# series 2 s sum_k s^2k / (2k + 1); seventeen terms leave < 1e-16 relative.
+_LOG1P_TERMS = 17
+
 
 @jit
 def _act_row_forward(code, z, a):
@@ -42,12 +56,13 @@ def _act_row_forward(code, z, a):
             e = math.exp(-abs(z[j]))
             a[j] = one / (one + e) if z[j] >= zero else e / (one + e)
     elif code == TANH:
-        for j in range(n):
-            a[j] = math.tanh(z[j])
+        _tanh_row(z, a)
     elif code == SOFTPLUS:
+        two = z.dtype.type(2.0)
         for j in range(n):
             # log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
-            a[j] = max(z[j], zero) + math.log1p(math.exp(-abs(z[j])))
+            e = math.exp(-abs(z[j]))
+            a[j] = max(z[j], zero) + _log1p_unit(e / (two + e))
     elif code == GELU:
         half = z.dtype.type(0.5)
         c = z.dtype.type(_INV_SQRT2)
@@ -64,6 +79,42 @@ def _act_row_forward(code, z, a):
             s += a[j]
         for j in range(n):
             a[j] = a[j] / s
+
+
+@jit
+def _tanh_row(z, a):
+    T = z.dtype.type
+    c3, c5, c7, c9, c11, c13 = T(_TANH_C[0]), T(_TANH_C[1]), T(_TANH_C[2]), T(_TANH_C[3]), T(_TANH_C[4]), T(_TANH_C[5])
+    c15, c17, c19, c21, c23 = T(_TANH_C[6]), T(_TANH_C[7]), T(_TANH_C[8]), T(_TANH_C[9]), T(_TANH_C[10])
+    one, two, small = T(1.0), T(2.0), T(_TANH_SMALL)
+    for j in range(z.shape[0]):
+        x = z[j]
+        x2 = x * x
+        p = c23 * x2 + c21
+        p = p * x2 + c19
+        p = p * x2 + c17
+        p = p * x2 + c15
+        p = p * x2 + c13
+        p = p * x2 + c11
+        p = p * x2 + c9
+        p = p * x2 + c7
+        p = p * x2 + c5
+        p = p * x2 + c3
+        series = x + x * (x2 * p)
+        e = math.exp(-two * abs(x))
+        t = (one - e) / (one + e)
+        a[j] = series if abs(x) < small else (t if x >= 0 else -t)
+
+
+@jit
+def _log1p_unit(s):
+    """log1p(e) from s = e / (2 + e), 0 < s <= 1/3: 2 atanh(s) = 2 s sum_k s^2k / (2k + 1)."""
+    T = type(s)
+    s2 = s * s
+    acc = T(1.0) / T(2 * _LOG1P_TERMS - 1)
+    for k in range(_LOG1P_TERMS - 2, -1, -1):
+        acc = acc * s2 + T(1.0) / T(2 * k + 1)
+    return T(2.0) * s * acc
 
 
 @jit
