@@ -172,11 +172,12 @@ def train_epoch_into(theta, grad, layers, X, Y, order, batch_size, loss, work, X
         xb = Xb[:m * n0].reshape((m, n0))
         yb = Yb[:m * nL].reshape((m, nL))
         for r in range(m):
-            src = order[start + r]
+            x, y = X[order[start + r]], Y[order[start + r]]
+            xr, yr = xb[r], yb[r]
             for k in range(n0):
-                xb[r, k] = X[src, k]
+                xr[k] = x[k]
             for k in range(nL):
-                yb[r, k] = Y[src, k]
+                yr[k] = y[k]
         hyper[H_T] += 1.0
         J = train_step_into(theta, grad, layers, xb, yb, loss, work, opt, state, hyper, decay, noise)
         total += float(J) * m

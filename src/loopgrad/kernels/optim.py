@@ -21,12 +21,14 @@ SERIAL_PARAMS = 1 << 16
 def _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, p0, p1):
     T = theta.dtype.type
     lr, mu, wd = T(lr), T(momentum), T(weight_decay)
-    for p in range(p0, p1):
+    # views from p0, and loops from 0: numba then knows no index is negative and LLVM vectorises
+    th, gr, vel, dec = theta[p0:p1], grad[p0:p1], velocity[p0:p1], decay[p0:p1]
+    for p in range(p1 - p0):
         # g = dJ/dtheta (B2, B3) + wd * theta on weights
-        g = grad[p] + wd * decay[p] * theta[p]
-        v = mu * velocity[p] + g
-        velocity[p] = v
-        theta[p] -= lr * (g + mu * v if nesterov else v)
+        g = gr[p] + wd * dec[p] * th[p]
+        v = mu * vel[p] + g
+        vel[p] = v
+        th[p] -= lr * (g + mu * v if nesterov else v)
 
 
 @jit(parallel=True)
@@ -53,14 +55,15 @@ def _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay,
     # bias corrections folded into the step size, computed once in float64
     step = T(lr / (1.0 - beta1 ** t))
     root_c2 = T(math.sqrt(1.0 - beta2 ** t))
-    for p in range(p0, p1):
-        g = grad[p] + wd * decay[p] * theta[p]
-        m = b1 * m1[p] + (one - b1) * g
-        v = b2 * m2[p] + (one - b2) * g * g
-        m1[p] = m
-        m2[p] = v
+    th, gr, mo1, mo2, dec = theta[p0:p1], grad[p0:p1], m1[p0:p1], m2[p0:p1], decay[p0:p1]
+    for p in range(p1 - p0):
+        g = gr[p] + wd * dec[p] * th[p]
+        m = b1 * mo1[p] + (one - b1) * g
+        v = b2 * mo2[p] + (one - b2) * g * g
+        mo1[p] = m
+        mo2[p] = v
         # theta -= lr * m_hat / (sqrt(v_hat) + eps)
-        theta[p] -= step * m / (math.sqrt(v) / root_c2 + e)
+        th[p] -= step * m / (math.sqrt(v) / root_c2 + e)
 
 
 @jit(parallel=True)
