@@ -80,3 +80,11 @@ def test_bench_prints_a_table_and_writes_a_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "vs NumPy" in out and "dense forward" in out and "train step" in out
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compile_time_cold_then_warm(capsys):
+    """Cold: a new process with an empty kernel cache compiles; warm: the next process loads the cache."""
+    from loopgrad.bench_cli import compile_times
+    cold, warm = compile_times("float32")
+    assert warm < cold
+    assert warm < 10.0

@@ -141,7 +141,37 @@ def plot(rows, path):
     plt.close(fig)
 
 
+_FIRST_STEP = """
+import time, numpy as np
+t0 = time.perf_counter()
+import loopgrad
+m = loopgrad.MLP([784, 128, 64, 10], dtype="{dtype}")
+m.fit(np.zeros((32, 784)), np.zeros(32, dtype=int), epochs=1, batch_size=32, progress=False)
+print(time.perf_counter() - t0)
+"""
+
+
+def compile_times(dtype="float32"):
+    """Seconds from a new process's start of ``import loopgrad`` to its first training step done:
+    once with an empty kernel cache (cold compile), once more with the cache that run left (warm)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        code = _FIRST_STEP.format(dtype=dtype)
+        return [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                     check=True).stdout.split()[-1]) for _ in range(2)]
+
+
 def _cmd_bench(args):
+    if args.compile_time:
+        cold, warm = compile_times(args.dtype)
+        print(f"import + first training step in a new process ({args.dtype}): cold cache {cold:.1f} s "
+              f"(compiles every kernel it needs), warm cache {warm:.2f} s")
+        return 0
     rows = run(args.dtype, args.quick)
     print(table(rows, args.dtype))
     if args.plot:
@@ -158,4 +188,6 @@ def register(sub):
     b.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     b.add_argument("--quick", action="store_true", help="only the smaller sizes")
     b.add_argument("--plot", metavar="PNG", default="bench.png", help="ratio-vs-size plot (default bench.png)")
+    b.add_argument("--compile-time", action="store_true",
+                   help="instead: time import + first training step in new processes, cold and warm kernel cache")
     b.set_defaults(func=_cmd_bench)

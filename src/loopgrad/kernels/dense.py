@@ -98,23 +98,24 @@ def _nt_rows(X, Y, C, i0, i1):
 
     The "dot" form: both operands are contiguous along the summed index k, and a 4 x 4 block of
     outputs is kept in 16 scalar accumulators, which LLVM turns into vector registers (fastmath
-    reassociation lets it split each sum across SIMD lanes).
+    reassociation lets it split each sum across SIMD lanes). Columns of C are the outer loop so
+    that Y streams through the cache once per task while the task's rows of X stay in L2.
     """
     K = X.shape[1]
     N = Y.shape[0]
     zero = C.dtype.type(0.0)
-    i = i0
-    while i + 4 <= i1:
-        a0 = X[i]
-        a1 = X[i + 1]
-        a2 = X[i + 2]
-        a3 = X[i + 3]
-        j = 0
-        while j + 4 <= N:
-            b0 = Y[j]
-            b1 = Y[j + 1]
-            b2 = Y[j + 2]
-            b3 = Y[j + 3]
+    i4 = i0 + (i1 - i0) // 4 * 4
+    j = 0
+    while j + 4 <= N:
+        b0 = Y[j]
+        b1 = Y[j + 1]
+        b2 = Y[j + 2]
+        b3 = Y[j + 3]
+        for i in range(i0, i4, 4):
+            a0 = X[i]
+            a1 = X[i + 1]
+            a2 = X[i + 2]
+            a3 = X[i + 3]
             c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = zero
             c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = zero
             # C[i+r,j+s] = sum_k X[i+r,k] * Y[j+s,k]
@@ -147,29 +148,27 @@ def _nt_rows(X, Y, C, i0, i1):
             C[i + 1, j], C[i + 1, j + 1], C[i + 1, j + 2], C[i + 1, j + 3] = c10, c11, c12, c13
             C[i + 2, j], C[i + 2, j + 1], C[i + 2, j + 2], C[i + 2, j + 3] = c20, c21, c22, c23
             C[i + 3, j], C[i + 3, j + 1], C[i + 3, j + 2], C[i + 3, j + 3] = c30, c31, c32, c33
-            j += 4
-        while j < N:
-            b0 = Y[j]
+        for i in range(i4, i1):
+            a0 = X[i]
             c0 = c1 = c2 = c3 = zero
             for k in range(K):
-                y = b0[k]
-                c0 += a0[k] * y
-                c1 += a1[k] * y
-                c2 += a2[k] * y
-                c3 += a3[k] * y
-            C[i, j], C[i + 1, j], C[i + 2, j], C[i + 3, j] = c0, c1, c2, c3
-            j += 1
-        i += 4
-    while i < i1:
-        a0 = X[i]
-        for j in range(N):
-            b0 = Y[j]
+                x = a0[k]
+                c0 += x * b0[k]
+                c1 += x * b1[k]
+                c2 += x * b2[k]
+                c3 += x * b3[k]
+            C[i, j], C[i, j + 1], C[i, j + 2], C[i, j + 3] = c0, c1, c2, c3
+        j += 4
+    while j < N:
+        b0 = Y[j]
+        for i in range(i0, i1):
+            a0 = X[i]
             c = zero
             # C[i,j] = sum_k X[i,k] * Y[j,k]
             for k in range(K):
                 c += a0[k] * b0[k]
             C[i, j] = c
-        i += 1
+        j += 1
 
 
 @jit
