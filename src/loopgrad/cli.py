@@ -29,7 +29,7 @@ def _cmd_check(args):
 
 
 def _print_compile_note(model, batch_size, backend):
-    print(f"Preparing compiled kernels for {model.dtype.name} (compiled on first use, about 10-20 s; "
+    print(f"Preparing compiled kernels for {model.dtype.name} (compiled on first use, about 20 s; "
           f"loaded from the disk cache afterwards)...", flush=True)
     seconds = model.warmup(batch_size, backend)
     print(f"  kernels ready in {seconds:.1f} s", flush=True)

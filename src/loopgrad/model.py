@@ -270,7 +270,8 @@ class MLP:
                       patience, progress, float(tol))
 
     def warmup(self, batch_size=32, backend="loops"):
-        """Run one throw-away step so the kernels are compiled (or loaded from the disk cache)."""
+        """Run one throw-away epoch of one batch so that the kernels ``fit`` uses are compiled
+        (or loaded from the disk cache); returns the seconds it took."""
         _, network = _backend(backend)
         m = max(1, int(batch_size))
         theta = self.theta.copy()
@@ -278,9 +279,10 @@ class MLP:
         Y = np.zeros((m, self.sizes[-1]), self.dtype)
         opt = _optim.Adam()
         t0 = time.perf_counter()
-        network.train_step_into(theta, np.empty_like(theta), self.layers, X, Y, LOSS_CODE[self.loss_name],
-                                self._work(m), opt.code, np.zeros((2, theta.size), self.dtype), opt.hyper(1),
-                                layout.decay_mask(self.layers, self.dtype), opt.noise(0, self.dtype))
+        network.train_epoch_into(theta, np.empty_like(theta), self.layers, X, Y, np.arange(m), m,
+                                 LOSS_CODE[self.loss_name], self._work(m), X.ravel().copy(), Y.ravel().copy(),
+                                 opt.code, np.zeros((2, theta.size), self.dtype), opt.hyper(0),
+                                 layout.decay_mask(self.layers, self.dtype), opt.noise(0, self.dtype))
         return time.perf_counter() - t0
 
     # ---- save / load ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ and the result is bitwise the same on any number of threads.
 import numpy as np
 
 from .._checks import float_array, same_dtype, shape
-from .._numba import jit, prange
+from .._numba import FIRST, jit, prange
 from .activations import _act_row_backward, _act_row_forward
 
 
@@ -208,18 +208,12 @@ def _forward_rows(A_prev, W, WT, b, code, Z, A, i0, i1):
 
 
 @jit(parallel=True)
-def _forward_blocks(A_prev, W, WT, b, code, Z, A):
-    m = A_prev.shape[0]
-    for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
-        _forward_rows(A_prev, W, WT, b, code, Z, A, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
-
-
-@jit
 def _dense_act_forward_into(A_prev, W, b, code, Z, A, scratch):
     """F1 then F2/F3 fused in the store: Z = A_prev W + b, A = g(Z), one block of rows per task.
 
     ``code < 0`` stops after F1. ``scratch`` (at least n_in * n_out) receives W transposed
-    when the batch is large enough for the dot form.
+    when the batch is large enough for the dot form. Small products run on the calling thread
+    (the serial and parallel paths share one function: one compile less per kernel).
     """
     m, n_in = A_prev.shape
     n_out = W.shape[1]
@@ -227,9 +221,10 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A, scratch):
     if m >= DOT_FORWARD_ROWS:
         _transpose_into(W, WT)
     if m * n_in * n_out < SERIAL_WORK:
-        _forward_rows(A_prev, W, WT, b, code, Z, A, 0, m)
+        _forward_rows(A_prev, W, WT, b, code, Z, A, FIRST, m)
     else:
-        _forward_blocks(A_prev, W, WT, b, code, Z, A)
+        for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
+            _forward_rows(A_prev, W, WT, b, code, Z, A, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
 
 
 @jit
@@ -248,13 +243,6 @@ def _weight_grad_rows(A_prev, dZ, AT, dZT, dW, j0, j1):
 
 
 @jit(parallel=True)
-def _weight_grad_blocks(A_prev, dZ, AT, dZT, dW):
-    n_in = A_prev.shape[1]
-    for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
-        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK))
-
-
-@jit
 def _weight_grad_into(A_prev, dZ, dW):
     """B2 into dW: each task owns a block of rows j of dW.
 
@@ -272,9 +260,10 @@ def _weight_grad_into(A_prev, dZ, dW):
         AT = np.empty((0, 0), dtype=A_prev.dtype)
         dZT = AT
     if m * n_in * n_out < SERIAL_WORK:
-        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, 0, n_in)
+        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, FIRST, n_in)
     else:
-        _weight_grad_blocks(A_prev, dZ, AT, dZT, dW)
+        for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
+            _weight_grad_rows(A_prev, dZ, AT, dZT, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK))
 
 
 @jit
@@ -304,13 +293,6 @@ def _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, i0, i1):
 
 
 @jit(parallel=True)
-def _input_grad_blocks(dZ, W, code, Z_prev, A_prev, dZ_prev):
-    m = dZ.shape[0]
-    for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
-        _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
-
-
-@jit
 def _input_grad_act_into(dZ, W, code, Z_prev, A_prev, dZ_prev):
     """B4 then B5/B7 fused (B6): dA_prev = dZ W^T, then g'(Z_prev) applied in place.
 
@@ -318,9 +300,10 @@ def _input_grad_act_into(dZ, W, code, Z_prev, A_prev, dZ_prev):
     """
     m, n_out = dZ.shape
     if m * n_out * W.shape[0] < SERIAL_WORK:
-        _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, 0, m)
+        _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, FIRST, m)
     else:
-        _input_grad_blocks(dZ, W, code, Z_prev, A_prev, dZ_prev)
+        for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
+            _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
 
 
 @jit(parallel=True)
@@ -335,12 +318,13 @@ def _per_example_weight_grads_into(A_prev, dZ, G):
                 G[i, j, k] = a * dZ[i, k]
 
 
-@jit(parallel=True)
+@jit
 def _per_example_sq_norms_into(A_prev, dZ, out):
+    # serial: O(m (n_in + n_out)) work beside the O(m n_in n_out) products
     m, n_in = A_prev.shape
     n_out = dZ.shape[1]
     one = out.dtype.type(1.0)
-    for i in prange(m):
+    for i in range(m):
         sa = out.dtype.type(0.0)
         for j in range(n_in):
             sa += A_prev[i, j] * A_prev[i, j]

@@ -6,7 +6,7 @@ per layer or per kernel. Buffer layouts are described in ``loopgrad.layout``.
 """
 import math
 
-from .._numba import jit, prange
+from .._numba import jit
 from ..tables import (
     ADAM_CODE, H_BETA1, H_BETA2, H_CLIP, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV, H_T, H_WEIGHT_DECAY,
 )
@@ -70,9 +70,10 @@ def forward_into(theta, layers, X, work):
         _dense_act_forward_into(A_prev, W, b, layers[l, 4], Z, A, scratch)
 
 
-@jit(parallel=True)
+@jit
 def _scale_rows(c, dZ):
-    for i in prange(dZ.shape[0]):
+    # serial, like _add_noise: O(m n) work, and one parallel kernel less to compile
+    for i in range(dZ.shape[0]):
         for k in range(dZ.shape[1]):
             dZ[i, k] *= c[i]
 
@@ -128,11 +129,21 @@ def gradients_into(theta, layers, X, Y, loss, work, grad, clip_norm):
     return J
 
 
-@jit(parallel=True)
+@jit
 def _add_noise(grad, noise, m):
     scale = grad.dtype.type(1.0) / grad.dtype.type(m)
-    for p in prange(grad.shape[0]):
+    for p in range(grad.shape[0]):
         grad[p] += noise[p] * scale
+
+
+@jit
+def _update(theta, grad, opt, state, hyper, decay):
+    if opt == ADAM_CODE:
+        _adam_update_into(theta, grad, state[0], state[1], decay, hyper[H_LR], hyper[H_BETA1], hyper[H_BETA2],
+                          hyper[H_EPS], hyper[H_WEIGHT_DECAY], hyper[H_T])
+    else:
+        _sgd_update_into(theta, grad, state[0], decay, hyper[H_LR], hyper[H_MOMENTUM], hyper[H_NESTEROV] != 0.0,
+                         hyper[H_WEIGHT_DECAY])
 
 
 @jit
@@ -147,12 +158,7 @@ def train_step_into(theta, grad, layers, X, Y, loss, work, opt, state, hyper, de
     J = gradients_into(theta, layers, X, Y, loss, work, grad, hyper[H_CLIP])
     if noise.shape[0] > 0:
         _add_noise(grad, noise, X.shape[0])
-    if opt == ADAM_CODE:
-        _adam_update_into(theta, grad, state[0], state[1], decay, hyper[H_LR], hyper[H_BETA1], hyper[H_BETA2],
-                          hyper[H_EPS], hyper[H_WEIGHT_DECAY], hyper[H_T])
-    else:
-        _sgd_update_into(theta, grad, state[0], decay, hyper[H_LR], hyper[H_MOMENTUM], hyper[H_NESTEROV] != 0.0,
-                         hyper[H_WEIGHT_DECAY])
+    _update(theta, grad, opt, state, hyper, decay)
     return J
 
 
@@ -179,6 +185,11 @@ def train_epoch_into(theta, grad, layers, X, Y, order, batch_size, loss, work, X
             for k in range(nL):
                 yr[k] = y[k]
         hyper[H_T] += 1.0
-        J = train_step_into(theta, grad, layers, xb, yb, loss, work, opt, state, hyper, decay, noise)
+        # the steps of train_step_into, called directly: one compiled level less on first use
+        forward_into(theta, layers, xb, work)
+        J = gradients_into(theta, layers, xb, yb, loss, work, grad, hyper[H_CLIP])
+        if noise.shape[0] > 0:
+            _add_noise(grad, noise, m)
+        _update(theta, grad, opt, state, hyper, decay)
         total += float(J) * m
     return total

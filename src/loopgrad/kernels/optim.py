@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .._checks import float_array, same_dtype, shape
-from .._numba import jit, prange
+from .._numba import FIRST, jit, prange
 
 
 # Parameters per parallel task, fixed so that the split never depends on the thread count;
@@ -32,19 +32,14 @@ def _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_deca
 
 
 @jit(parallel=True)
-def _sgd_blocks(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay):
-    P = theta.shape[0]
-    for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
-        _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, blk * PARAM_BLOCK,
-                   min(P, (blk + 1) * PARAM_BLOCK))
-
-
-@jit
 def _sgd_update_into(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay):
-    if theta.shape[0] < SERIAL_PARAMS:
-        _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, 0, theta.shape[0])
+    P = theta.shape[0]
+    if P < SERIAL_PARAMS:
+        _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, FIRST, P)
     else:
-        _sgd_blocks(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay)
+        for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
+            _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, blk * PARAM_BLOCK,
+                       min(P, (blk + 1) * PARAM_BLOCK))
 
 
 @jit
@@ -67,19 +62,14 @@ def _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay,
 
 
 @jit(parallel=True)
-def _adam_blocks(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t):
-    P = theta.shape[0]
-    for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
-        _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, blk * PARAM_BLOCK,
-                    min(P, (blk + 1) * PARAM_BLOCK))
-
-
-@jit
 def _adam_update_into(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t):
-    if theta.shape[0] < SERIAL_PARAMS:
-        _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, 0, theta.shape[0])
+    P = theta.shape[0]
+    if P < SERIAL_PARAMS:
+        _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, FIRST, P)
     else:
-        _adam_blocks(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t)
+        for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
+            _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, blk * PARAM_BLOCK,
+                        min(P, (blk + 1) * PARAM_BLOCK))
 
 
 def _check_block(theta, **blocks):
