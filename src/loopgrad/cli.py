@@ -135,24 +135,10 @@ def build_parser():
     r.add_argument("--seed", type=int, default=0, help="split seed used at training (default 0)")
     r.set_defaults(func=_cmd_predict)
 
-    for register in _extra_commands():
-        register(sub)
+    from . import bench_cli, explain
+    bench_cli.register(sub)
+    explain.register(sub)
     return p
-
-
-def _extra_commands():
-    found = []
-    try:
-        from .bench_cli import register as bench
-        found.append(bench)
-    except ImportError:
-        pass
-    try:
-        from .explain import register as explain
-        found.append(explain)
-    except ImportError:
-        pass
-    return found
 
 
 def main(argv=None):
