@@ -76,7 +76,7 @@ def test_same_seed_same_bits(dtype, digits):
     assert not np.array_equal(m.theta, runs[0][0])
 
 
-@pytest.mark.parametrize("batch_size", [32, 100, 300])  # axpy and dot-form paths of F1 and B2
+@pytest.mark.parametrize("batch_size", [32, 100, 300, 1437])  # axpy, dot and chunked dot paths of F1 and B2
 def test_same_bits_on_one_and_two_threads(digits, batch_size):
     import numba
     runs = []

@@ -27,7 +27,8 @@ def test_kernel_matches_twin(name, m, n_in, n_out, dtype, layout, scale, seed):
                                    # across the kernels' switches: dot-form forward from m = 64 (DOT_FORWARD_ROWS),
                                    # threads from 2^18 multiply-adds (SERIAL_WORK), 4 x 4 blocks with remainders
                                    (63, 9, 5), (64, 9, 5), (67, 33, 70), (130, 40, 30), (257, 70, 9),
-                                   (2, 300, 250)])  # optimizer blocks run in parallel from 2^16 parameters
+                                   (2, 300, 250),  # optimizer blocks run in parallel from 2^16 parameters
+                                   (1100, 5, 3), (2100, 20, 10)])  # B2 sums chunks of 1024 examples
 def test_edge_shapes(name, shape):
     for dtype in ("float32", "float64"):
         for layout in LAYOUTS:

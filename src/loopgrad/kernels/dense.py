@@ -23,6 +23,8 @@ DOT_FORWARD_ROWS = 64
 # From this batch size on, B2 transposes A_prev and dZ (m * (n_in + n_out) moves) to use the
 # dot form over the example index.
 DOT_WEIGHT_ROWS = 256
+# B2's dot form sums over at most this many examples at a time (transposed rows stay in cache).
+WEIGHT_CHUNK = 1024
 
 
 @jit
@@ -93,8 +95,9 @@ def _nn_rows(X, B, C, i0, i1):
 
 
 @jit
-def _nt_rows(X, Y, C, i0, i1):
-    """C[i,j] = sum_k X[i,k] * Y[j,k] for rows i0 <= i < i1 (overwrites C's rows).
+def _nt_rows(X, Y, C, i0, i1, acc):
+    """C[i,j] = sum_k X[i,k] * Y[j,k] for rows i0 <= i < i1 (overwrites C's rows, or adds to
+    them when ``acc``).
 
     The "dot" form: both operands are contiguous along the summed index k, and a 4 x 4 block of
     outputs is kept in 16 scalar accumulators, which LLVM turns into vector registers (fastmath
@@ -144,6 +147,23 @@ def _nt_rows(X, Y, C, i0, i1):
                 c31 += x3 * y1
                 c32 += x3 * y2
                 c33 += x3 * y3
+            if acc:
+                c00 += C[i, j]
+                c01 += C[i, j + 1]
+                c02 += C[i, j + 2]
+                c03 += C[i, j + 3]
+                c10 += C[i + 1, j]
+                c11 += C[i + 1, j + 1]
+                c12 += C[i + 1, j + 2]
+                c13 += C[i + 1, j + 3]
+                c20 += C[i + 2, j]
+                c21 += C[i + 2, j + 1]
+                c22 += C[i + 2, j + 2]
+                c23 += C[i + 2, j + 3]
+                c30 += C[i + 3, j]
+                c31 += C[i + 3, j + 1]
+                c32 += C[i + 3, j + 2]
+                c33 += C[i + 3, j + 3]
             C[i, j], C[i, j + 1], C[i, j + 2], C[i, j + 3] = c00, c01, c02, c03
             C[i + 1, j], C[i + 1, j + 1], C[i + 1, j + 2], C[i + 1, j + 3] = c10, c11, c12, c13
             C[i + 2, j], C[i + 2, j + 1], C[i + 2, j + 2], C[i + 2, j + 3] = c20, c21, c22, c23
@@ -157,6 +177,11 @@ def _nt_rows(X, Y, C, i0, i1):
                 c1 += x * b1[k]
                 c2 += x * b2[k]
                 c3 += x * b3[k]
+            if acc:
+                c0 += C[i, j]
+                c1 += C[i, j + 1]
+                c2 += C[i, j + 2]
+                c3 += C[i, j + 3]
             C[i, j], C[i, j + 1], C[i, j + 2], C[i, j + 3] = c0, c1, c2, c3
         j += 4
     while j < N:
@@ -167,36 +192,36 @@ def _nt_rows(X, Y, C, i0, i1):
             # C[i,j] = sum_k X[i,k] * Y[j,k]
             for k in range(K):
                 c += a0[k] * b0[k]
-            C[i, j] = c
+            C[i, j] = C[i, j] + c if acc else c
         j += 1
 
 
 @jit
-def _transpose_rows(X, XT, j0, j1):
-    m = X.shape[0]
+def _transpose_rows(X, XT, r0, j0, j1):
+    m = XT.shape[1]
     i = 0
     while i < m:
         i1 = min(i + 16, m)
         for j in range(j0, j1):
             t = XT[j]
             for ii in range(i, i1):
-                t[ii] = X[ii, j]
+                t[ii] = X[r0 + ii, j]
         i = i1
 
 
 @jit(parallel=True)
-def _transpose_into(X, XT):
-    """XT = X.T in 16 x 16 tiles; each task owns a block of rows of XT."""
+def _transpose_into(X, XT, r0):
+    """XT = X[r0:r0 + XT.shape[1]].T in 16 x 16 tiles; each task owns a block of rows of XT."""
     n = X.shape[1]
     for blk in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
-        _transpose_rows(X, XT, blk * ROW_BLOCK, min(n, (blk + 1) * ROW_BLOCK))
+        _transpose_rows(X, XT, r0, blk * ROW_BLOCK, min(n, (blk + 1) * ROW_BLOCK))
 
 
 @jit
 def _forward_rows(A_prev, W, WT, b, code, Z, A, i0, i1):
     if A_prev.shape[0] >= DOT_FORWARD_ROWS:
         # Z[i,j] = sum_k A_prev[i,k] * WT[j,k]: the dot form on the transposed copy
-        _nt_rows(A_prev, WT, Z, i0, i1)
+        _nt_rows(A_prev, WT, Z, i0, i1, False)
     else:
         _nn_rows(A_prev, W, Z, i0, i1)
     for i in range(i0, i1):
@@ -219,7 +244,7 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A, scratch):
     n_out = W.shape[1]
     WT = scratch[:n_in * n_out].reshape((n_out, n_in))
     if m >= DOT_FORWARD_ROWS:
-        _transpose_into(W, WT)
+        _transpose_into(W, WT, FIRST)
     if m * n_in * n_out < SERIAL_WORK:
         _forward_rows(A_prev, W, WT, b, code, Z, A, FIRST, m)
     else:
@@ -228,42 +253,61 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A, scratch):
 
 
 @jit
-def _weight_grad_rows(A_prev, dZ, AT, dZT, dW, j0, j1):
-    if A_prev.shape[0] >= DOT_WEIGHT_ROWS:
-        # dW[j,k] = sum_i AT[j,i] * dZT[k,i]: the dot form over examples
-        _nt_rows(AT, dZT, dW, j0, j1)
+def _weight_grad_rows(A_prev, dZ, AT, dZT, dW, j0, j1, acc, inv_m):
+    """Rows j0 <= j < j1 of B2's sum over the examples given; ``acc`` adds to dW, ``inv_m > 0``
+    then scales the rows by it."""
+    if AT.shape[1] > 0:
+        # dW[j,k] (+)= sum_i AT[j,i] * dZT[k,i]: the dot form over a chunk of examples
+        _nt_rows(AT, dZT, dW, j0, j1, acc)
     else:
         # dW[j,k] = sum_i A_prev[i,j] dZ[i,k]: the axpy form on A_prev.T (read one scalar at a time)
         _nn_rows(A_prev.T, dZ, dW, j0, j1)
-    inv_m = dW.dtype.type(1.0) / dW.dtype.type(A_prev.shape[0])
-    for j in range(j0, j1):
-        g = dW[j]
-        for k in range(g.shape[0]):
-            g[k] = g[k] * inv_m
+    if inv_m > 0:
+        for j in range(j0, j1):
+            g = dW[j]
+            for k in range(g.shape[0]):
+                g[k] = g[k] * inv_m
 
 
 @jit(parallel=True)
 def _weight_grad_into(A_prev, dZ, dW):
     """B2 into dW: each task owns a block of rows j of dW.
 
-    For large batches the two operands are first transposed (temporary buffers, m * (n_in + n_out)
-    values, small beside the m * n_in * n_out multiply-adds) so the sum over examples is a dot form.
+    From DOT_WEIGHT_ROWS examples on, chunks of up to WEIGHT_CHUNK examples are transposed
+    (m * (n_in + n_out) moves in all, small beside the m * n_in * n_out multiply-adds) so that
+    the sum over examples is a dot form; chunking keeps the operands' rows in cache.
     """
     m, n_in = A_prev.shape
     n_out = dZ.shape[1]
-    if m >= DOT_WEIGHT_ROWS:
-        AT = np.empty((n_in, m), dtype=A_prev.dtype)
-        dZT = np.empty((n_out, m), dtype=dZ.dtype)
-        _transpose_into(A_prev, AT)
-        _transpose_into(dZ, dZT)
-    else:
-        AT = np.empty((0, 0), dtype=A_prev.dtype)
-        dZT = AT
-    if m * n_in * n_out < SERIAL_WORK:
-        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, FIRST, n_in)
-    else:
-        for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
-            _weight_grad_rows(A_prev, dZ, AT, dZT, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK))
+    inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
+    serial = m * n_in * n_out < SERIAL_WORK
+    if m < DOT_WEIGHT_ROWS:
+        E = np.empty((0, 0), dtype=A_prev.dtype)
+        if serial:
+            _weight_grad_rows(A_prev, dZ, E, E, dW, FIRST, n_in, False, inv_m)
+        else:
+            for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
+                _weight_grad_rows(A_prev, dZ, E, E, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK), False,
+                                  inv_m)
+        return
+    chunk = min(m, WEIGHT_CHUNK)
+    AT_buf = np.empty(n_in * chunk, dtype=A_prev.dtype)
+    dZT_buf = np.empty(n_out * chunk, dtype=dZ.dtype)
+    zero = dW.dtype.type(0.0)
+    for c0 in range(0, m, chunk):
+        mc = min(chunk, m - c0)
+        AT = AT_buf[:n_in * mc].reshape((n_in, mc))
+        dZT = dZT_buf[:n_out * mc].reshape((n_out, mc))
+        _transpose_into(A_prev, AT, c0)
+        _transpose_into(dZ, dZT, c0)
+        acc = c0 > 0
+        scale = inv_m if c0 + mc == m else zero
+        if serial:
+            _weight_grad_rows(A_prev, dZ, AT, dZT, dW, FIRST, n_in, acc, scale)
+        else:
+            for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
+                _weight_grad_rows(A_prev, dZ, AT, dZT, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK), acc,
+                                  scale)
 
 
 @jit
@@ -286,7 +330,7 @@ def _bias_grad_into(dZ, db):
 @jit
 def _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, i0, i1):
     # dA_prev[i,p] = sum_q dZ[i,q] * W[p,q]: rows of dZ and of W are both contiguous in q
-    _nt_rows(dZ, W, dZ_prev, i0, i1)
+    _nt_rows(dZ, W, dZ_prev, i0, i1, False)
     if code >= 0:
         for i in range(i0, i1):
             _act_row_backward(code, dZ_prev[i], Z_prev[i], A_prev[i])
