@@ -233,12 +233,19 @@ def _forward_rows(A_prev, W, WT, b, code, Z, A, i0, i1):
 
 
 @jit(parallel=True)
+def _forward_blocks(A_prev, W, WT, b, code, Z, A):
+    m = A_prev.shape[0]
+    for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
+        _forward_rows(A_prev, W, WT, b, code, Z, A, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+
+
+@jit
 def _dense_act_forward_into(A_prev, W, b, code, Z, A, scratch):
     """F1 then F2/F3 fused in the store: Z = A_prev W + b, A = g(Z), one block of rows per task.
 
     ``code < 0`` stops after F1. ``scratch`` (at least n_in * n_out) receives W transposed
-    when the batch is large enough for the dot form. Small products run on the calling thread
-    (the serial and parallel paths share one function: one compile less per kernel).
+    when the batch is large enough for the dot form. Small products run on the calling thread.
+    (The serial path stays outside the parallel function: inside it, calls cost a few us more.)
     """
     m, n_in = A_prev.shape
     n_out = W.shape[1]
@@ -248,8 +255,7 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A, scratch):
     if m * n_in * n_out < SERIAL_WORK:
         _forward_rows(A_prev, W, WT, b, code, Z, A, FIRST, m)
     else:
-        for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
-            _forward_rows(A_prev, W, WT, b, code, Z, A, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+        _forward_blocks(A_prev, W, WT, b, code, Z, A)
 
 
 @jit
@@ -270,6 +276,21 @@ def _weight_grad_rows(A_prev, dZ, AT, dZT, dW, j0, j1, acc, inv_m):
 
 
 @jit(parallel=True)
+def _weight_grad_blocks(A_prev, dZ, AT, dZT, dW, acc, inv_m):
+    n_in = A_prev.shape[1]
+    for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
+        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK), acc, inv_m)
+
+
+@jit
+def _weight_grad_part(A_prev, dZ, AT, dZT, dW, acc, inv_m):
+    if A_prev.shape[0] * A_prev.shape[1] * dZ.shape[1] < SERIAL_WORK:
+        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, FIRST, A_prev.shape[1], acc, inv_m)
+    else:
+        _weight_grad_blocks(A_prev, dZ, AT, dZT, dW, acc, inv_m)
+
+
+@jit
 def _weight_grad_into(A_prev, dZ, dW):
     """B2 into dW: each task owns a block of rows j of dW.
 
@@ -280,15 +301,9 @@ def _weight_grad_into(A_prev, dZ, dW):
     m, n_in = A_prev.shape
     n_out = dZ.shape[1]
     inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
-    serial = m * n_in * n_out < SERIAL_WORK
     if m < DOT_WEIGHT_ROWS:
         E = np.empty((0, 0), dtype=A_prev.dtype)
-        if serial:
-            _weight_grad_rows(A_prev, dZ, E, E, dW, FIRST, n_in, False, inv_m)
-        else:
-            for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
-                _weight_grad_rows(A_prev, dZ, E, E, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK), False,
-                                  inv_m)
+        _weight_grad_part(A_prev, dZ, E, E, dW, False, inv_m)
         return
     chunk = min(m, WEIGHT_CHUNK)
     AT_buf = np.empty(n_in * chunk, dtype=A_prev.dtype)
@@ -300,14 +315,7 @@ def _weight_grad_into(A_prev, dZ, dW):
         dZT = dZT_buf[:n_out * mc].reshape((n_out, mc))
         _transpose_into(A_prev, AT, c0)
         _transpose_into(dZ, dZT, c0)
-        acc = c0 > 0
-        scale = inv_m if c0 + mc == m else zero
-        if serial:
-            _weight_grad_rows(A_prev, dZ, AT, dZT, dW, FIRST, n_in, acc, scale)
-        else:
-            for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
-                _weight_grad_rows(A_prev, dZ, AT, dZT, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK), acc,
-                                  scale)
+        _weight_grad_part(A_prev, dZ, AT, dZT, dW, c0 > 0, inv_m if c0 + mc == m else zero)
 
 
 @jit
@@ -337,6 +345,13 @@ def _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, i0, i1):
 
 
 @jit(parallel=True)
+def _input_grad_blocks(dZ, W, code, Z_prev, A_prev, dZ_prev):
+    m = dZ.shape[0]
+    for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
+        _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+
+
+@jit
 def _input_grad_act_into(dZ, W, code, Z_prev, A_prev, dZ_prev):
     """B4 then B5/B7 fused (B6): dA_prev = dZ W^T, then g'(Z_prev) applied in place.
 
@@ -346,8 +361,7 @@ def _input_grad_act_into(dZ, W, code, Z_prev, A_prev, dZ_prev):
     if m * n_out * W.shape[0] < SERIAL_WORK:
         _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, FIRST, m)
     else:
-        for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
-            _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+        _input_grad_blocks(dZ, W, code, Z_prev, A_prev, dZ_prev)
 
 
 @jit(parallel=True)

@@ -32,14 +32,19 @@ def _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_deca
 
 
 @jit(parallel=True)
-def _sgd_update_into(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay):
+def _sgd_blocks(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay):
     P = theta.shape[0]
-    if P < SERIAL_PARAMS:
-        _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, FIRST, P)
+    for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
+        _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, blk * PARAM_BLOCK,
+                   min(P, (blk + 1) * PARAM_BLOCK))
+
+
+@jit
+def _sgd_update_into(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay):
+    if theta.shape[0] < SERIAL_PARAMS:
+        _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, FIRST, theta.shape[0])
     else:
-        for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
-            _sgd_range(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay, blk * PARAM_BLOCK,
-                       min(P, (blk + 1) * PARAM_BLOCK))
+        _sgd_blocks(theta, grad, velocity, decay, lr, momentum, nesterov, weight_decay)
 
 
 @jit
@@ -62,14 +67,19 @@ def _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay,
 
 
 @jit(parallel=True)
-def _adam_update_into(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t):
+def _adam_blocks(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t):
     P = theta.shape[0]
-    if P < SERIAL_PARAMS:
-        _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, FIRST, P)
+    for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
+        _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, blk * PARAM_BLOCK,
+                    min(P, (blk + 1) * PARAM_BLOCK))
+
+
+@jit
+def _adam_update_into(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t):
+    if theta.shape[0] < SERIAL_PARAMS:
+        _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, FIRST, theta.shape[0])
     else:
-        for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
-            _adam_range(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t, blk * PARAM_BLOCK,
-                        min(P, (blk + 1) * PARAM_BLOCK))
+        _adam_blocks(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t)
 
 
 def _check_block(theta, **blocks):
