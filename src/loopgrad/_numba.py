@@ -32,6 +32,8 @@ FASTMATH = frozenset({"reassoc", "contract"})
 # Literal[int](0) and compile a second copy of the body beside the int64 one that the parallel
 # blocks call; an int64 value shares it (and halves those kernels' compile time).
 FIRST = np.int64(0)
+# Likewise for a bool argument: a literal False would compile a second copy beside the bool one.
+OVERWRITE = np.bool_(False)
 
 _OPTIONS = dict(cache=True, fastmath=set(FASTMATH), error_model="numpy", nogil=True)
 

@@ -8,7 +8,7 @@ and the result is bitwise the same on any number of threads.
 import numpy as np
 
 from .._checks import float_array, same_dtype, shape
-from .._numba import FIRST, jit, prange
+from .._numba import FIRST, OVERWRITE, jit, prange
 from .activations import _act_row_backward, _act_row_forward
 
 
@@ -221,7 +221,7 @@ def _transpose_into(X, XT, r0):
 def _forward_rows(A_prev, W, WT, b, code, Z, A, i0, i1):
     if A_prev.shape[0] >= DOT_FORWARD_ROWS:
         # Z[i,j] = sum_k A_prev[i,k] * WT[j,k]: the dot form on the transposed copy
-        _nt_rows(A_prev, WT, Z, i0, i1, False)
+        _nt_rows(A_prev, WT, Z, i0, i1, OVERWRITE)
     else:
         _nn_rows(A_prev, W, Z, i0, i1)
     for i in range(i0, i1):
@@ -303,7 +303,7 @@ def _weight_grad_into(A_prev, dZ, dW):
     inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
     if m < DOT_WEIGHT_ROWS:
         E = np.empty((0, 0), dtype=A_prev.dtype)
-        _weight_grad_part(A_prev, dZ, E, E, dW, False, inv_m)
+        _weight_grad_part(A_prev, dZ, E, E, dW, OVERWRITE, inv_m)
         return
     chunk = min(m, WEIGHT_CHUNK)
     AT_buf = np.empty(n_in * chunk, dtype=A_prev.dtype)
@@ -338,7 +338,7 @@ def _bias_grad_into(dZ, db):
 @jit
 def _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, i0, i1):
     # dA_prev[i,p] = sum_q dZ[i,q] * W[p,q]: rows of dZ and of W are both contiguous in q
-    _nt_rows(dZ, W, dZ_prev, i0, i1, False)
+    _nt_rows(dZ, W, dZ_prev, i0, i1, OVERWRITE)
     if code >= 0:
         for i in range(i0, i1):
             _act_row_backward(code, dZ_prev[i], Z_prev[i], A_prev[i])
