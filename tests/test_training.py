@@ -237,3 +237,12 @@ def test_dpsgd_learns_digits(digits):
     m.fit(digits.X_train, digits.y_train, epochs=15, batch_size=64, progress=False,
           optimizer=lg.DPSGD(lr=0.5, clip_norm=1.0, noise_multiplier=0.5, seed=0))
     assert m.score(digits.X_test, digits.y_test) > 0.85
+
+
+def test_divergence_is_reported_and_the_model_restored(rng):
+    m = lg.MLP([3, 8, 1], output="identity")
+    before = m.theta.copy()
+    X, y = rng.standard_normal((64, 3)), 100 * rng.standard_normal(64)
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged at epoch"):
+        m.fit(X, y, epochs=20, optimizer=lg.SGD(lr=1e3), progress=False)
+    np.testing.assert_array_equal(m.theta, before)

@@ -338,6 +338,7 @@ def _train(model, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, 
     hyper = opt.hyper(0)  # the backend advances hyper[H_T] by one per step
     history = History()
     best, best_theta, since_best = np.inf, None, 0
+    start_theta = model.theta.copy()
     bar = tqdm(total=epochs * n_batches, disable=not progress, unit="batch", leave=True, dynamic_ncols=True)
     try:
         for epoch in range(epochs):
@@ -357,8 +358,9 @@ def _train(model, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, 
                     bar.update(1)
             epoch_loss = total / n
             if not np.isfinite(epoch_loss):
-                raise FloatingPointError(
-                    f"training diverged at epoch {epoch + 1} (loss {epoch_loss}); lower the learning rate")
+                model.theta[...] = start_theta  # a failed fit leaves the model as it was
+                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {epoch_loss}); the "
+                                         f"parameters were restored; lower the learning rate")
             history.loss.append(epoch_loss)
             monitored = epoch_loss
             if Xv is not None:
