@@ -33,31 +33,42 @@ def _torch():
         return None
 
 
-def run(dtype="float32", quick=False):
+def _dense_cases():
+    """The three products of a dense layer, for ``loopgrad bench`` and ``bench/`` alike:
+    name -> (loops, numpy, torch, output shape, terms per sum). ``loops`` and ``numpy`` take
+    (A, W, b, dZ, out, scratch) and write ``out``; ``scratch`` (n_in * n_out) is allocated by
+    the caller, outside the timed call; ``torch`` takes (torch, A, W, b, dZ) tensors."""
     from .kernels.dense import _dense_act_forward_into, _input_grad_act_into, _weight_grad_into
 
+    return {
+        "forward": (lambda A, W, b, dZ, out, s: _dense_act_forward_into(A, W, b, -1, out, out, s),
+                    lambda A, W, b, dZ, out, s: np.add(np.matmul(A, W, out=out), b, out=out),
+                    lambda t, A, W, b, dZ: t.addmm(b, A, W), lambda m, i, o: (m, o), lambda m, i, o: i),
+        "dW": (lambda A, W, b, dZ, out, s: _weight_grad_into(A, dZ, out),
+               lambda A, W, b, dZ, out, s: np.divide(np.matmul(A.T, dZ, out=out), A.shape[0], out=out),
+               lambda t, A, W, b, dZ: (A.T @ dZ) / A.shape[0], lambda m, i, o: (i, o), lambda m, i, o: m),
+        "dA_prev": (lambda A, W, b, dZ, out, s: _input_grad_act_into(dZ, W, -1, A, A, out),
+                    lambda A, W, b, dZ, out, s: np.matmul(dZ, W.T, out=out),
+                    lambda t, A, W, b, dZ: dZ @ W.T, lambda m, i, o: (m, i), lambda m, i, o: o),
+    }
+
+
+def run(dtype="float32", quick=False):
     torch = _torch()
     rng = np.random.default_rng(0)
     rows = []
+    cases = _dense_cases()
     for m, n_in, n_out in SIZES[:2] if quick else SIZES:
         A = rng.standard_normal((m, n_in)).astype(dtype)
         W = rng.standard_normal((n_in, n_out)).astype(dtype)
         b = rng.standard_normal(n_out).astype(dtype)
         dZ = rng.standard_normal((m, n_out)).astype(dtype)
-        Z, dW, dA = np.empty((m, n_out), dtype), np.empty((n_in, n_out), dtype), np.empty((m, n_in), dtype)
         scratch = np.empty(n_in * n_out, dtype)
-        cases = {
-            "forward": (lambda: _dense_act_forward_into(A, W, b, -1, Z, Z, scratch),
-                        lambda: np.add(np.matmul(A, W, out=Z), b, out=Z),
-                        (lambda t, tA, tW, tb, tdZ: t.addmm(tb, tA, tW))),
-            "dW": (lambda: _weight_grad_into(A, dZ, dW), lambda: np.divide(np.matmul(A.T, dZ, out=dW), m, out=dW),
-                   (lambda t, tA, tW, tb, tdZ: tA.T @ tdZ / m)),
-            "dA_prev": (lambda: _input_grad_act_into(dZ, W, -1, A, A, dA), lambda: np.matmul(dZ, W.T, out=dA),
-                        (lambda t, tA, tW, tb, tdZ: tdZ @ tW.T)),
-        }
         flop = 2.0 * m * n_in * n_out
-        for name, (loops, numpy, tfn) in cases.items():
-            t_l, t_n = _median_seconds(loops), _median_seconds(numpy)
+        for name, (loops, numpy, tfn, out_shape, _) in cases.items():
+            out = np.empty(out_shape(m, n_in, n_out), dtype)
+            t_l = _median_seconds(lambda: loops(A, W, b, dZ, out, scratch))
+            t_n = _median_seconds(lambda: numpy(A, W, b, dZ, out, scratch))
             t_t = None
             if torch is not None:
                 args = [torch.from_numpy(x) for x in (A, W, b, dZ)]
