@@ -34,19 +34,23 @@ def _work(work, layers, m, l):
 
 
 @jit
-def _scratch(work, layers, m):
-    o = 2 * m
+def _layers_end(layers, m):
+    """Offset in ``work`` just past the last layer's Z, A, dZ."""
+    o = 0
     for l in range(layers.shape[0]):
         o += 3 * m * layers[l, 1]
-    return work[o:]
+    return o
 
 
 @jit
 def _tail(work, layers, m):
-    o = 0
-    for l in range(layers.shape[0]):
-        o += 3 * m * layers[l, 1]
+    o = _layers_end(layers, m)
     return work[o:o + m], work[o + m:o + 2 * m]
+
+
+@jit
+def _scratch(work, layers, m):
+    return work[_layers_end(layers, m) + 2 * m:]
 
 
 @jit
@@ -165,8 +169,10 @@ def train_step_into(theta, grad, layers, X, Y, loss, work, opt, state, hyper, de
 @jit
 def train_epoch_into(theta, grad, layers, X, Y, order, batch_size, loss, work, Xb, Yb, opt, state, hyper, decay,
                      noise):
-    """One epoch of fused steps (F1-F3, B8, B6, B2, B3 and the update, per mini-batch): rows ``order[s:s + batch_size]`` are gathered into ``Xb``/``Yb``
-    (flat buffers of ``batch_size`` rows) and ``train_step_into`` runs on them, with ``hyper[H_T]``
+    """One epoch of fused steps (F1-F3, B8, B6, B2, B3 and the update, per mini-batch).
+
+    Rows ``order[s:s + batch_size]`` are gathered into ``Xb``/``Yb`` (flat buffers of
+    ``batch_size`` rows) and the steps of ``train_step_into`` run on them, with ``hyper[H_T]``
     advanced by one per step. Returns sum over batches of ``m_b * J_b`` (float64).
     """
     n = order.shape[0]
