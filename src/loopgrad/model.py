@@ -184,24 +184,22 @@ class MLP:
 
     def per_example_gradients(self, X, Y):
         """B1 for every layer: [(dW (m, n_in, n_out), db (m, n_out))]; their mean is ``gradients``."""
-        X, views = self._backward_views(X, Y)
-        inputs = [X] + [A for _, A, _ in views[:-1]]
-        return [(kernels.per_example_weight_grads(A_prev, dZ), dZ.copy()) for A_prev, (_, _, dZ) in zip(inputs, views)]
+        return [(kernels.per_example_weight_grads(A_prev, dZ), dZ.copy()) for A_prev, dZ in self._layer_deltas(X, Y)]
 
     def per_example_grad_norms(self, X, Y):
         """N1 over all layers: the norm of each example's whole gradient, (m,), never forming dW(i)."""
-        X, views = self._backward_views(X, Y)
-        inputs = [X] + [A for _, A, _ in views[:-1]]
-        sq = sum(kernels.per_example_sq_norms(A_prev, dZ) for A_prev, (_, _, dZ) in zip(inputs, views))
-        return np.sqrt(sq)
+        return np.sqrt(sum(kernels.per_example_sq_norms(A_prev, dZ) for A_prev, dZ in self._layer_deltas(X, Y)))
 
-    def _backward_views(self, X, Y):
+    def _layer_deltas(self, X, Y):
+        """[(A[l-1], dZ[l])] per layer after a backward pass: the two factors of B1 and N1."""
         X = self._inputs(X)
         Y = self._targets(Y, X.shape[0])
         work = self._forward(X)
         loop_network.gradients_into(self.theta, self.layers, X, Y, LOSS_CODE[self.loss_name], work,
                                     np.empty_like(self.theta), 0.0)
-        return X, layout.work_views(work, self.layers, X.shape[0])[0]
+        views = layout.work_views(work, self.layers, X.shape[0])[0]
+        inputs = [X] + [A for _, A, _ in views[:-1]]
+        return [(A_prev, dZ) for A_prev, (_, _, dZ) in zip(inputs, views)]
 
     # ---- prediction ---------------------------------------------------------------------------------
 
