@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from loopgrad.bench_cli import _dense_cases
+from loopgrad.bench_cli import dense_products, product_scratch
 from conftest import DENSE_SIZES, sized, torch_or_skip
 
 
@@ -18,7 +18,7 @@ def _tol(dtype, n):
     return 4 * np.finfo(dtype).eps * n * 10
 
 
-KERNELS = _dense_cases()
+KERNELS = dense_products()
 
 
 @pytest.mark.parametrize("size", sized(DENSE_SIZES))
@@ -28,7 +28,7 @@ def test_dense(benchmark, kernel, impl, size, dtype, rng):
     m, n_in, n_out = size
     loops, numpy, torch_fn, out_shape, n_terms = KERNELS[kernel]
     A, W, b, dZ = _data(rng, m, n_in, n_out, dtype)
-    scratch = np.empty(n_in * n_out, dtype)  # outside the timed call, as the fused step has it
+    scratch = product_scratch(m, n_in, n_out, dtype)  # outside the timed call, as the fused step has it
     expect = np.empty(out_shape(m, n_in, n_out), dtype)
     numpy(A, W, b, dZ, expect, scratch)
     benchmark.group = f"dense {kernel} {dtype.name} m={m} n_in={n_in} n_out={n_out}"

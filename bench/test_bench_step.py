@@ -2,34 +2,23 @@
 import numpy as np
 import pytest
 
-import loopgrad as lg
-from loopgrad import datasets, layout
-from loopgrad.kernels import network as loop_network
-from loopgrad.reference import network as numpy_network
-from loopgrad.tables import LOSS_CODE
+from loopgrad import datasets
+from loopgrad.bench_cli import step_case
 from conftest import STEP_CASES, sized, torch_or_skip
-
-
-def _step_buffers(model, m, rng):
-    X = rng.standard_normal((m, model.sizes[0])).astype(model.dtype)
-    Y = model._targets(rng.integers(0, model.sizes[-1], m), m)
-    opt = lg.SGD(0.01)
-    return X, Y, opt
 
 
 @pytest.mark.parametrize("case", sized(STEP_CASES))
 @pytest.mark.parametrize("impl", ["loops", "numpy", "torch"])
-def test_train_step(benchmark, case, impl, dtype, rng):
+def test_train_step(benchmark, case, impl, dtype):
     sizes, m = case
-    model = lg.MLP(sizes, dtype=dtype.name)
-    X, Y, opt = _step_buffers(model, m, rng)
     benchmark.group = f"step {'-'.join(map(str, sizes))} batch={m} {dtype.name}"
     if impl == "torch":
         t = torch_or_skip()
+        _, _, X, y = step_case(sizes, m, dtype.name)
         net = t.nn.Sequential(*[mod for a, b_ in zip(sizes[:-1], sizes[1:]) for mod in (t.nn.Linear(a, b_), t.nn.ReLU())][:-1])
         net = net.to(getattr(t, dtype.name))
         sgd = t.optim.SGD(net.parameters(), lr=0.01)
-        tX, ty = t.from_numpy(X), t.from_numpy(Y.argmax(axis=1))
+        tX, ty = t.from_numpy(X), t.from_numpy(y)
         loss_fn = t.nn.CrossEntropyLoss()
 
         def run():
@@ -41,21 +30,13 @@ def test_train_step(benchmark, case, impl, dtype, rng):
         assert np.isfinite(float(run()))
         benchmark(run)
         return
-    network = loop_network if impl == "loops" else numpy_network
-    theta = model.theta.copy()
-    grad, state = np.empty_like(theta), np.zeros((2, theta.size), dtype)
-    work = np.empty(layout.work_size(model.layers, m), dtype)
-    decay = layout.decay_mask(model.layers, dtype)
-    noise = opt.noise(0, dtype)
-    args = (grad, model.layers, X, Y, LOSS_CODE["cross_entropy"], work, opt.code, state, opt.hyper(1), decay, noise)
-    # correctness first: one step of each backend from the same start agrees with the NumPy twin
-    ref = model.theta.copy()
-    numpy_network.train_step_into(ref, np.empty_like(ref), *args[1:5], work.copy(), opt.code, np.zeros_like(state),
-                                  opt.hyper(1), decay, noise)
-    check = model.theta.copy()
-    network.train_step_into(check, *args)
-    assert np.abs(check - ref).max() < (1e-4 if dtype == np.float32 else 1e-10)
-    benchmark(lambda: network.train_step_into(theta, *args))
+    # correctness first: one step of this backend from the same start agrees with the NumPy twin's
+    ref_step, ref_model, _, _ = step_case(sizes, m, dtype.name, "numpy")
+    step, model, _, _ = step_case(sizes, m, dtype.name, impl)
+    ref_step()
+    step()
+    assert np.abs(model.theta - ref_model.theta).max() < (1e-4 if dtype == np.float32 else 1e-10)
+    benchmark(step)
 
 
 @pytest.mark.small

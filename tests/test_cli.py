@@ -82,9 +82,16 @@ def test_bench_prints_a_table_and_writes_a_plot(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_compile_time_cold_then_warm(capsys):
-    """Cold: a new process with an empty kernel cache compiles; warm: the next process loads the cache."""
-    from loopgrad.bench_cli import compile_times
-    cold, warm = compile_times("float32")
-    assert warm < cold
-    assert warm < 10.0
+def test_cold_start_fills_the_cache_and_a_warm_start_only_reads_it(tmp_path):
+    """Cold: a new process with an empty kernel cache compiles and writes it; warm: the next process
+    loads every kernel from it and writes nothing. (How long each takes is measured by
+    ``loopgrad bench --compile-time``, not asserted here.)"""
+    from loopgrad.bench_cli import first_step_seconds
+
+    def snapshot():
+        return {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert first_step_seconds("float32", tmp_path) > 0
+    cold = snapshot()
+    assert any(p.suffix == ".nbc" for p in cold)
+    assert first_step_seconds("float32", tmp_path) > 0
+    assert snapshot() == cold

@@ -33,9 +33,44 @@ def test_public_kernels_cite_an_equation():
                 assert re.search(r"\b[FBN][0-9]\b", doc), f"{f.name}:{node.name} cites no equation"
 
 
-def test_reference_mirrors_kernels_file_for_file():
+def _public_functions(path):
+    """{name: (arg names, defaults)} of the module-level public functions of a file."""
+    out = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            args = node.args
+            out[node.name] = ([a.arg for a in args.posonlyargs + args.args + args.kwonlyargs],
+                              [ast.dump(d) for d in args.defaults + [d for d in args.kw_defaults if d]])
+    return out
+
+
+def test_reference_mirrors_kernels_file_for_file_name_for_name():
+    """Every public kernel file has a twin file; every public function in it has a twin of the same
+    name and signature. Private modules (``_gemm.py``: the tuned products) keep their naive forms
+    beside them instead."""
     ref = KERNELS.parent / "reference"
-    assert {p.name for p in KERNELS.glob("*.py")} == {p.name for p in ref.glob("*.py")}
+    public = {p.name for p in KERNELS.glob("*.py") if not p.name.startswith("_") or p.name == "__init__.py"}
+    assert public == {p.name for p in ref.glob("*.py")}
+    for name in sorted(public - {"__init__.py"}):
+        assert _public_functions(KERNELS / name) == _public_functions(ref / name), name
+
+
+def test_reference_imports_nothing_from_kernels():
+    """An oracle must not depend on what it checks."""
+    for f in (KERNELS.parent / "reference").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "kernels" not in (node.module or ""), f"{f.name}:{node.lineno} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any("kernels" in a.name for a in node.names), f"{f.name}:{node.lineno}"
+
+
+def test_only_layout_knows_buffer_offsets():
+    """The offset columns of the buffer tables are read in layout.py and nowhere else."""
+    names = re.compile(r"\b(W_OFF|B_OFF|Z_OFF|A_OFF|DZ_OFF|work_size|work_views)\b")
+    for f in KERNELS.parent.rglob("*.py"):
+        if f.name != "layout.py":
+            assert not names.search(f.read_text()), f
 
 
 def test_numba_options_live_in_one_place():

@@ -5,7 +5,6 @@ import loopgrad as lg
 from loopgrad import datasets, layout
 from loopgrad.kernels import network as loop_network
 from loopgrad.reference import network as numpy_network
-from loopgrad.tables import LOSS_CODE
 
 
 @pytest.fixture(scope="module")
@@ -18,17 +17,14 @@ def digits():
 def test_fused_step_backends_agree_after_100_steps(opt, rng):
     model = lg.MLP([10, 16, 12, 4], hidden="tanh", output="softmax")
     X, y = rng.standard_normal((32, 10)), rng.integers(0, 4, 32)
-    Y = model._targets(y, 32)
     runs = []
     for network in (loop_network, numpy_network):
-        theta = model.theta.copy()
-        state = np.zeros((2, theta.size))
-        work = np.empty(layout.work_size(model.layers, 32))
-        decay = layout.decay_mask(model.layers, np.float64)
+        probe = model.copy()
+        net, buf, update = probe.training_buffers(32, opt)
+        m = layout.load_batch(buf, *probe.validate(X, y))
         for t in range(1, 101):
-            network.train_step_into(theta, np.empty_like(theta), model.layers, X, Y, LOSS_CODE["cross_entropy"],
-                                    work, opt.code, state, opt.hyper(t), decay, opt.noise(theta.size, np.float64))
-        runs.append(theta)
+            network.train_step_into(net, buf, m, update, t, opt.noise(1, probe.n_params, np.float64)[0])
+        runs.append(probe.theta)
     assert np.abs(runs[0] - runs[1]).max() < 1e-9
     assert np.abs(runs[0] - model.theta).max() > 1e-3  # it did train
 
@@ -132,7 +128,7 @@ def test_early_stopping_restores_best():
               early_stopping=True, patience=3, progress=False)
     assert h.stopped_early and h.epochs < 500
     assert h.best_epoch == int(np.argmin(h.val_loss)) < h.epochs - 1
-    restored, _ = _evaluate(m, m._inputs(d.X_test), m._targets(d.y_test, len(d.y_test)))
+    restored, _ = _evaluate(m, *m.validate(d.X_test, d.y_test))
     assert restored == pytest.approx(min(h.val_loss), rel=1e-12)
 
 
@@ -215,19 +211,17 @@ def test_dpsgd_without_noise_and_with_a_large_clip_is_sgd(rng):
 def test_dpsgd_clipped_norms_are_bounded(backend, rng):
     m = lg.MLP([6, 8, 3], seed=2)
     X, y = 10 * rng.standard_normal((16, 6)), rng.integers(0, 3, 16)
-    Y = m._targets(y, 16)
     clip = 1.0
     raw = m.per_example_grad_norms(X, y)
     assert (raw > clip).sum() >= 8 and (raw < clip).sum() >= 1
     network = loop_network if backend == "loops" else numpy_network
-    work = np.empty(layout.work_size(m.layers, 16))
-    network.forward_into(m.theta, m.layers, X, work)
-    grad = np.empty_like(m.theta)
-    network.gradients_into(m.theta, m.layers, X, Y, LOSS_CODE["cross_entropy"], work, grad, clip)
-    views, _, _ = layout.work_views(work, m.layers, 16)
-    inputs = [X] + [A for _, A, _ in views[:-1]]
+    net, buf, _ = m.training_buffers(16)
+    layout.load_batch(buf, *m.validate(X, y))
+    network.forward_into(net, buf, 16)
+    network.gradients_into(net, buf, 16, clip)
+    views = layout.layer_views(buf, 16)
     from loopgrad.kernels import per_example_sq_norms
-    clipped = np.sqrt(sum(per_example_sq_norms(A, dZ) for A, (_, _, dZ) in zip(inputs, views)))
+    clipped = np.sqrt(sum(per_example_sq_norms(views[l - 1][1], views[l][2]) for l in range(1, len(views))))
     assert (clipped <= clip * (1 + 1e-12)).all()
     np.testing.assert_allclose(clipped, np.minimum(raw, clip), rtol=1e-12)  # clipped onto the ball, others kept
 

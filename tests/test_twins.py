@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loopgrad import kernels, reference
+from loopgrad.kernels import _gemm
 from loopgrad.twins import CASES, LAYOUTS, compare
 
 dims = st.integers(min_value=1, max_value=40)
@@ -36,23 +37,52 @@ def test_edge_shapes(name, shape):
             assert diff <= tol, f"{name} {dtype} {layout} {shape}: {diff:.3e} > {tol:.3e}"
 
 
-def test_twins_export_the_same_names_and_signatures():
+def test_twin_packages_export_the_same_names_and_signatures():
     import inspect
     assert kernels.__all__ == reference.__all__
     for name in kernels.__all__:
         assert inspect.signature(getattr(kernels, name)) == inspect.signature(getattr(reference, name)), name
 
 
-def test_float32_is_computed_in_float32(rng):
-    A = rng.standard_normal((9, 5)).astype(np.float32)
-    W = rng.standard_normal((5, 3)).astype(np.float32)
-    b = np.zeros(3, np.float32)
+@pytest.mark.parametrize("m", [8, 100])  # the axpy and the dot form of F1
+def test_float32_is_accumulated_in_float32(rng, m):
+    """Over 4096 terms a float32 sum is off the exact sum by many ulp, while a float64 sum rounded
+    once to float32 is within half an ulp of it. So most entries must differ from the rounded
+    float64 result (they would all equal it with float64 accumulation), yet stay within the
+    float32 bound 4 eps n sum|terms|."""
+    n_in = 4096
+    A = rng.standard_normal((m, n_in)).astype(np.float32)
+    W = rng.standard_normal((n_in, 6)).astype(np.float32)
+    b = np.zeros(6, np.float32)
     Z = kernels.dense_forward(A, W, b)
     assert Z.dtype == np.float32
-    # float32 accumulation differs from a float64 product by rounding; float64 accumulation would not
     exact = A.astype(np.float64) @ W.astype(np.float64)
-    assert np.abs(Z - exact).max() < 1e-5 * np.abs(exact).max() + 1e-6
+    assert np.mean(Z != exact.astype(np.float32)) > 0.5
+    bound = 4 * np.finfo(np.float32).eps * n_in * (np.abs(A).astype(np.float64) @ np.abs(W))
+    assert (np.abs(Z - exact) <= bound).all()
     assert all(g.dtype == np.float32 for g in kernels.dense_backward(Z, A, W))
+
+
+@given(m=dims, k=st.integers(1, 70), n=dims, dtype=st.sampled_from(["float32", "float64"]),
+       acc=st.booleans(), seed=st.integers(0, 2**16))
+def test_tuned_products_match_their_naive_forms(m, k, n, dtype, acc, seed):
+    """The tuned products of _gemm against the literal triple loops beside them, over row ranges
+    that start inside the matrix and across the 4 x 4 blocks' remainders."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, k)).astype(dtype)
+    B = rng.standard_normal((k, n)).astype(dtype)
+    i0 = int(rng.integers(0, m))
+    tol = 4 * np.finfo(dtype).eps * k * (np.abs(X) @ np.abs(B)).max()
+    C1, C2 = np.zeros((m, n), dtype), np.zeros((m, n), dtype)
+    _gemm.nn_rows(X, B, C1, i0, m)
+    _gemm.nn_rows_naive(X, B, C2, i0, m)
+    assert np.abs(C1 - C2).max() <= tol
+    C1[...] = C2[...] = rng.standard_normal((m, n))
+    BT = np.ascontiguousarray(B.T)
+    _gemm.nt_rows(X, BT, C1, i0, m, acc)
+    _gemm.nt_rows_naive(X, BT, C2, i0, m, acc)
+    assert np.abs(C1 - C2).max() <= tol + 4 * np.finfo(dtype).eps * np.abs(C2).max()
+    assert (C1[:i0] == C2[:i0]).all()  # rows outside the range are left alone
 
 
 def test_kernels_reject_mixed_or_bad_dtypes(rng):

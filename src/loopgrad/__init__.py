@@ -1,7 +1,7 @@
 """loopgrad: multi-layer perceptrons trained with explicit, compiled index loops.
 
 ``loopgrad.kernels`` holds the loops, ``loopgrad.reference`` their NumPy twins,
-``MLP`` composes them; see MATH.md for the equations they cite.
+``MLP`` composes them; ``docs/math.md`` holds the equations they cite.
 """
 from .gradcheck import gradcheck
 from .model import MLP, History

@@ -1,7 +1,8 @@
-"""Argument checks shared by the kernels, their twins and the model.
+"""Argument checks: the one foundation that the kernels, their NumPy twins and the model all import.
 
-Messages follow the dimension checks of MATH.md: they name the argument, the
-shape (or dtype, or value) expected and the one received.
+The reference twins import nothing from ``loopgrad.kernels``: an oracle must not depend on what it
+checks, so everything both sides validate lives here. Messages follow the dimension checks of
+``docs/math.md``: they name the argument, the shape (or dtype, or value) expected and the one received.
 """
 import numpy as np
 
@@ -71,3 +72,112 @@ def numeric_matrix(arg, x, dtype, n_cols=None, col_name="n_0"):
         a = a.copy()
     finite(arg, a)
     return a
+
+
+def integer(name, value, low):
+    """``value`` as an int >= ``low``, or a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value}")
+    return int(value)
+
+
+def number(name, value, low, high=None, low_open=False, high_open=True):
+    """``value`` as a finite float in [low, high) (or (low, ...) with ``low_open``; high None: no bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not np.isfinite(value) or too_low or too_high:
+        top = "inf)" if high is None else f"{high}{')' if high_open else ']'}"
+        raise ValueError(f"{name}: expected a value in {'(' if low_open else '['}{low}, {top}, got {value}")
+    return value
+
+
+# ---- the kernels' arguments (row convention unless named col) -------------------------------------
+
+def dense_layer(A_prev, W, b=None):
+    """A_prev (m, n_in), W (n_in, n_out), b (n_out,) of one float dtype."""
+    A_prev = float_array("A_prev", A_prev, 2)
+    W = float_array("W", W, 2)
+    shape("W", W, (A_prev.shape[1], None), "(n_in, n_out)")
+    if b is None:
+        same_dtype(A_prev=A_prev, W=W)
+        return A_prev, W
+    b = float_array("b", b, 1)
+    shape("b", b, (W.shape[1],), "(n_out,)")
+    same_dtype(A_prev=A_prev, W=W, b=b)
+    return A_prev, W, b
+
+
+def dense_delta(dZ, A_prev, W):
+    """dZ (m, n_out) for a layer A_prev (m, n_in), W (n_in, n_out)."""
+    A_prev, W = dense_layer(A_prev, W)
+    dZ = float_array("dZ", dZ, 2)
+    shape("dZ", dZ, (A_prev.shape[0], W.shape[1]), "(m, n_out)")
+    same_dtype(dZ=dZ, W=W)
+    return dZ, A_prev, W
+
+
+def example_pair(A_prev, dZ):
+    """A_prev (m, n_in) and dZ (m, n_out): one row per example in both."""
+    A_prev = float_array("A_prev", A_prev, 2)
+    dZ = float_array("dZ", dZ, 2)
+    shape("dZ", dZ, (A_prev.shape[0], None), "(m, n_out)")
+    same_dtype(A_prev=A_prev, dZ=dZ)
+    return A_prev, dZ
+
+
+def activation_pair(dA, Z, A):
+    """dA, Z and A = g(Z), all (m, n)."""
+    dA, Z, A = (float_array(n, x, 2) for n, x in (("dA", dA), ("Z", Z), ("A", A)))
+    same_dtype(dA=dA, Z=Z, A=A)
+    shape("dA", dA, Z.shape, "(m, n) of Z")
+    shape("A", A, Z.shape, "(m, n) of Z")
+    return dA, Z, A
+
+
+def targets(arg, Z, Y):
+    """Output-layer values ``arg`` (m, n_L) and targets Y of the same shape."""
+    Z = float_array(arg, Z, 2)
+    Y = float_array("Y", Y, 2)
+    shape("Y", Y, Z.shape, "(m, n_L)")
+    same_dtype(**{arg: Z, "Y": Y})
+    return Z, Y
+
+
+def param_blocks(theta, **blocks):
+    """theta (P,) and blocks of the same layout (grad, optimizer state, decay mask)."""
+    theta = float_array("theta", theta, 1)
+    out = [theta]
+    for name, x in blocks.items():
+        x = float_array(name, x, 1)
+        shape(name, x, theta.shape, "(P,) of theta")
+        out.append(x)
+    same_dtype(theta=theta, **dict(zip(blocks, out[1:])))
+    return out
+
+
+def col_layer(A_prev, W, b=None):
+    """Column convention: A_prev (n_in, m), W (n_out, n_in), b (n_out,)."""
+    A_prev = float_array("A_prev", A_prev, 2)
+    W = float_array("W", W, 2)
+    shape("W", W, (None, A_prev.shape[0]), "(n_out, n_in)")
+    if b is None:
+        same_dtype(A_prev=A_prev, W=W)
+        return A_prev, W
+    b = float_array("b", b, 1)
+    shape("b", b, (W.shape[0],), "(n_out,)")
+    same_dtype(A_prev=A_prev, W=W, b=b)
+    return A_prev, W, b
+
+
+def col_delta(dZ, A_prev, W):
+    """Column convention: dZ (n_out, m) for A_prev (n_in, m), W (n_out, n_in)."""
+    A_prev, W = col_layer(A_prev, W)
+    dZ = float_array("dZ", dZ, 2)
+    shape("dZ", dZ, (W.shape[0], A_prev.shape[1]), "(n_out, m)")
+    same_dtype(dZ=dZ, W=W)
+    return dZ, A_prev, W

@@ -33,18 +33,21 @@ def _torch():
         return None
 
 
-def _dense_cases():
+def dense_products():
     """The three products of a dense layer, for ``loopgrad bench`` and ``bench/`` alike:
     name -> (loops, numpy, torch, output shape, terms per sum). ``loops`` and ``numpy`` take
-    (A, W, b, dZ, out, scratch) and write ``out``; ``scratch`` (n_in * n_out) is allocated by
-    the caller, outside the timed call; ``torch`` takes (torch, A, W, b, dZ) tensors."""
+    (A, W, b, dZ, out, scratch) and write ``out``; ``scratch`` is a ``layout.Buffers`` made by the
+    caller outside the timed call; ``torch`` takes (torch, A, W, b, dZ) tensors.
+
+    The loops are the in-place variants that the fused step runs (no allocation inside the timed
+    call), so this module, alone outside ``loopgrad.kernels``, names them."""
     from .kernels.dense import _dense_act_forward_into, _input_grad_act_into, _weight_grad_into
 
     return {
-        "forward": (lambda A, W, b, dZ, out, s: _dense_act_forward_into(A, W, b, -1, out, out, s),
+        "forward": (lambda A, W, b, dZ, out, s: _dense_act_forward_into(A, W, b, -1, out, out, s.wt),
                     lambda A, W, b, dZ, out, s: np.add(np.matmul(A, W, out=out), b, out=out),
                     lambda t, A, W, b, dZ: t.addmm(b, A, W), lambda m, i, o: (m, o), lambda m, i, o: i),
-        "dW": (lambda A, W, b, dZ, out, s: _weight_grad_into(A, dZ, out),
+        "dW": (lambda A, W, b, dZ, out, s: _weight_grad_into(A, dZ, out, s.at, s.dzt),
                lambda A, W, b, dZ, out, s: np.divide(np.matmul(A.T, dZ, out=out), A.shape[0], out=out),
                lambda t, A, W, b, dZ: (A.T @ dZ) / A.shape[0], lambda m, i, o: (i, o), lambda m, i, o: m),
         "dA_prev": (lambda A, W, b, dZ, out, s: _input_grad_act_into(dZ, W, -1, A, A, out),
@@ -57,13 +60,13 @@ def run(dtype="float32", quick=False):
     torch = _torch()
     rng = np.random.default_rng(0)
     rows = []
-    cases = _dense_cases()
+    cases = dense_products()
     for m, n_in, n_out in SIZES[:2] if quick else SIZES:
         A = rng.standard_normal((m, n_in)).astype(dtype)
         W = rng.standard_normal((n_in, n_out)).astype(dtype)
         b = rng.standard_normal(n_out).astype(dtype)
         dZ = rng.standard_normal((m, n_out)).astype(dtype)
-        scratch = np.empty(n_in * n_out, dtype)
+        scratch = product_scratch(m, n_in, n_out, dtype)
         flop = 2.0 * m * n_in * n_out
         for name, (loops, numpy, tfn, out_shape, _) in cases.items():
             out = np.empty(out_shape(m, n_in, n_out), dtype)
@@ -79,29 +82,37 @@ def run(dtype="float32", quick=False):
     return rows
 
 
-def _steps(dtype, torch, quick):
+def product_scratch(m, n_in, n_out, dtype):
+    """The scratch the dense products take, from the one owner of buffers (``layout``)."""
     from . import layout
-    from .kernels import network as loop_network
-    from .model import MLP
-    from .optim import SGD
-    from .reference import network as numpy_network
-    from .tables import LOSS_CODE
+    return layout.make_buffers(layout.layer_table([n_in, n_out], [0]), m, dtype)
 
-    rng = np.random.default_rng(1)
+
+def step_case(sizes, m, dtype, backend="loops", seed=1):
+    """A ready training step of an MLP ``sizes`` (ReLU/softmax, SGD lr 0.01) on a random batch of
+    ``m`` rows: returns (step, model, X, y) where ``step()`` runs one fused step in place."""
+    from .model import MLP, network
+    from .optim import SGD
+    from . import layout
+
+    rng = np.random.default_rng(seed)
+    model = MLP(sizes, dtype=dtype)
+    X = rng.standard_normal((m, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], m)
+    net, buf, update = model.training_buffers(m, SGD(0.01))
+    layout.load_batch(buf, *model.validate(X, y))
+    noise = SGD().noise(1, model.n_params, dtype)[0]
+    run = network(backend).train_step_into
+    return (lambda: run(net, buf, m, update, 1, noise)), model, X, y
+
+
+def _steps(dtype, torch, quick):
     rows = []
     for sizes, m in STEPS[::3] if quick else STEPS:
-        model = MLP(sizes, dtype=dtype)
-        X = rng.standard_normal((m, sizes[0])).astype(dtype)
-        y = rng.integers(0, sizes[-1], m)
-        Y = model._targets(y, m)
-        opt = SGD(0.01)
-        args = (np.empty_like(model.theta), model.layers, X, Y, LOSS_CODE["cross_entropy"],
-                np.empty(layout.work_size(model.layers, m), dtype), opt.code,
-                np.zeros((2, model.theta.size), dtype), opt.hyper(1), layout.decay_mask(model.layers, dtype),
-                opt.noise(0, dtype))
-        theta = model.theta.copy()
-        t_l = _median_seconds(lambda: loop_network.train_step_into(theta, *args))
-        t_n = _median_seconds(lambda: numpy_network.train_step_into(theta, *args))
+        loops, _, X, y = step_case(sizes, m, dtype, "loops")
+        numpy_step, _, _, _ = step_case(sizes, m, dtype, "numpy")
+        t_l = _median_seconds(loops)
+        t_n = _median_seconds(numpy_step)
         t_t = None
         if torch is not None:
             layers = []
@@ -162,19 +173,26 @@ print(time.perf_counter() - t0)
 """
 
 
-def compile_times(dtype="float32"):
-    """Seconds from a new process's start of ``import loopgrad`` to its first training step done:
-    once with an empty kernel cache (cold compile), once more with the cache that run left (warm)."""
+def first_step_seconds(dtype, cache_dir):
+    """Seconds from a new process's ``import loopgrad`` to its first training step done, with the
+    kernel cache in ``cache_dir``."""
     import os
     import subprocess
     import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    out = subprocess.run([sys.executable, "-c", _FIRST_STEP.format(dtype=dtype)], env=env, capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def compile_times(dtype="float32"):
+    """``first_step_seconds`` once with an empty kernel cache (cold compile), once more with the
+    cache that run left (warm)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        code = _FIRST_STEP.format(dtype=dtype)
-        return [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                     check=True).stdout.split()[-1]) for _ in range(2)]
+        return [first_step_seconds(dtype, cache) for _ in range(2)]
 
 
 def _cmd_bench(args):

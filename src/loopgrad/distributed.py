@@ -8,12 +8,10 @@ Dask moves data and schedules tasks; loopgrad does all the arithmetic.
 """
 import numpy as np
 
-from . import layout
-from .kernels import network as loop_network
-from .kernels.optim import adam_update, sgd_update
-from .model import History, _int_arg
-from .optim import Adam, get as _get_optimizer
-from .tables import LOSS_CODE
+from . import _checks, layout
+from .kernels.optim import optimizer_update
+from .model import History
+from .optim import get as _get_optimizer
 
 
 def _dask():
@@ -27,13 +25,8 @@ def _dask():
 
 def _chunk_sums(model, theta, X, Y):
     """Loop kernels on one chunk: (m_c * J_c, m_c * grad_c, m_c)."""
-    X = model._inputs(X)
-    Y = model._targets(Y, X.shape[0])
-    m = X.shape[0]
-    work = np.empty(layout.work_size(model.layers, m), dtype=model.dtype)
-    grad = np.empty_like(theta)
-    loop_network.forward_into(theta, model.layers, X, work)
-    J = loop_network.gradients_into(theta, model.layers, X, Y, LOSS_CODE[model.loss_name], work, grad, 0.0)
+    J, grad = model.copy(theta).gradient_block(X, Y)
+    m = len(X)
     return float(J) * m, grad * m, m
 
 
@@ -92,13 +85,15 @@ def gradients(model, X, Y, client=None):
 def fit_distributed(model, X, Y, epochs, optimizer=None, client=None):
     """Synchronous data-parallel full-batch training: each epoch broadcasts the parameters, sums the
     per-chunk gradients in a tree, and takes one optimizer step on the driver. Returns a ``History``."""
-    epochs = _int_arg("epochs", epochs, 0)
+    epochs = _checks.integer("epochs", epochs, 0)
     opt = _get_optimizer(optimizer)
     if getattr(opt, "clip_norm", None) is not None:
         raise ValueError("optimizer: DPSGD is not supported by fit_distributed; use SGD or Adam")
     dask, _ = _dask()
     decay = layout.decay_mask(model.layers, model.dtype)
-    state = np.zeros((2, model.theta.size), dtype=model.dtype)
+    update = layout.make_update(opt, model.theta)
+    state = update.state
+    start_theta = model.theta.copy()
     history = History()
     for t in range(1, epochs + 1):
         theta = model.theta.copy()
@@ -106,13 +101,11 @@ def fit_distributed(model, X, Y, epochs, optimizer=None, client=None):
             theta = client.scatter(theta, broadcast=True)
         _, graph = _graph(model, theta, X, Y)
         J, grad = _finish(model, _compute(dask, graph, client))
-        if isinstance(opt, Adam):
-            new, state[0], state[1] = adam_update(model.theta, grad, state[0], state[1], t, opt.lr, opt.beta1,
-                                                  opt.beta2, opt.eps, opt.weight_decay, decay)
-        else:
-            new, state[0] = sgd_update(model.theta, grad, state[0], opt.lr, opt.momentum, opt.nesterov,
-                                       opt.weight_decay, decay)
-        model.theta[...] = new
+        if not np.isfinite(J):
+            model.theta[...] = start_theta  # as fit does: a failed run leaves the model as it was
+            raise FloatingPointError(f"training diverged at epoch {t} (loss {float(J)}); the parameters were "
+                                     f"restored; lower the learning rate")
+        model.theta[...], state = optimizer_update(update.code, model.theta, grad, state, decay, update.hyper, t)
         history.loss.append(float(J))
         history.epochs = t
     return history

@@ -7,6 +7,7 @@ formula (NumPy twin), with the shapes and the dimension check written out.
 """
 import textwrap
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,13 +94,21 @@ class _Col(_Row):
 CONVENTIONS = {"row": _Row(), "col": _Col()}
 
 
+class _Layer(NamedTuple):
+    """What the backward walk needs of one layer's forward, on both sides (loops and NumPy)."""
+    A_prev: tuple   # (loops, numpy) input of the layer
+    Z: tuple        # (loops, numpy) linear output
+    A: tuple        # (loops, numpy) activation
+    W: np.ndarray   # the weights in the convention's layout
+    act: str
+
+
 def explain(model, X, Y, convention="row"):
     """The forward and backward walk of ``model`` on (X, Y) as a list of ``Step``."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention: expected 'row' or 'col', got {convention!r}")
     c = CONVENTIONS[convention]
-    X = model._inputs(X)
-    Y = model._targets(Y, X.shape[0])
+    X, Y = model.validate(X, Y, y_arg="Y")
     m = X.shape[0]
     steps = []
     A_loop = A_vec = c.data(X)
@@ -117,10 +126,10 @@ def explain(model, X, Y, convention="row"):
         steps.append(Step("F3" if act == "softmax" else "F2", f"layer {l} activation ({act})", *idx,
                           "element-wise: same shape as Z" if act != "softmax" else "one softmax per example",
                           nxt_loop, nxt_vec))
-        cache.append((A_loop, A_vec, Z_loop, Z_vec, nxt_loop, nxt_vec, Wc, act))
+        cache.append(_Layer((A_loop, A_vec), (Z_loop, Z_vec), (nxt_loop, nxt_vec), Wc, act))
         A_loop, A_vec = nxt_loop, nxt_vec
     Yc = c.data(Y)
-    Z_L_loop, Z_L_vec = cache[-1][2], cache[-1][3]
+    Z_L_loop, Z_L_vec = cache[-1].Z
     steps.append(Step("J", f"cost ({model.loss_name}, from the logits)", "J = (1/m) sum_i L(i)",
                       "J = mean(L)", "scalar", np.asarray(c.K.loss_forward(model.loss_name, Z_L_loop, Yc)),
                       np.asarray(c.R.loss_forward(model.loss_name, Z_L_vec, Yc))))
@@ -132,7 +141,7 @@ def explain(model, X, Y, convention="row"):
     norms_loop = np.zeros(m, model.dtype)
     norms_vec = np.zeros(m, model.dtype)
     for l in range(L, 0, -1):
-        Ap_loop, Ap_vec, _, _, _, _, Wc, _ = cache[l - 1]
+        (Ap_loop, Ap_vec), Wc = cache[l - 1].A_prev, cache[l - 1].W
         n0, n1 = model.params[l - 1][0].shape
         dA_loop, dW_loop, db_loop = c.K.dense_backward(dZ_loop, Ap_loop, Wc)
         dA_vec, dW_vec, db_vec = c.R.dense_backward(dZ_vec, Ap_vec, Wc)
@@ -143,7 +152,8 @@ def explain(model, X, Y, convention="row"):
         if l == 1:
             break
         steps.append(Step("B4", f"layer {l} back to layer {l-1}", *c.b4(l, n0, n1, m), dA_loop, dA_vec))
-        _, _, Zp_loop, Zp_vec, Ap2_loop, Ap2_vec, _, act = cache[l - 2]
+        below = cache[l - 2]
+        (Zp_loop, Zp_vec), (Ap2_loop, Ap2_vec), act = below.Z, below.A, below.act
         dZ_loop = c.K.activation_backward(act, dA_loop, Zp_loop, Ap2_loop)
         dZ_vec = c.R.activation_backward(act, dA_vec, Zp_vec, Ap2_vec)
         if act == "softmax":
@@ -221,7 +231,7 @@ def register(sub):
 
     e = sub.add_parser("explain", help="walk a small network equation by equation, loops beside matrices",
                        description="For a small network (default 3 inputs, 2 hidden units, 1 output, m = 4), prints "
-                                   "each equation of MATH.md used forward and backward: its number, index form, "
+                                   "each equation of docs/math.md used forward and backward: its number, index form, "
                                    "matrix form, shapes with the dimension check, the loop result beside the NumPy "
                                    "result, and their max abs difference.")
     e.add_argument("--sizes", type=int, nargs="+", default=[3, 2, 1], help="layer widths (default 3 2 1)")

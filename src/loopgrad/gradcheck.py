@@ -14,8 +14,7 @@ def gradcheck(model, X, Y, eps=1e-6, backend="loops"):
     """
     probe = MLP(model.sizes, hidden=model.hidden, output=model.output, dtype="float64")
     probe.theta[...] = model.theta
-    X = probe._inputs(X)
-    Y = probe._targets(Y, X.shape[0])
+    X, Y = probe.validate(X, Y, y_arg="Y")
     _, grads = probe.gradients(X, Y, backend=backend)
     analytic = np.concatenate([np.concatenate([dW.ravel(), db]) for dW, db in grads])
     theta = probe.theta

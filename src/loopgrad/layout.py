@@ -1,18 +1,65 @@
-"""Where each layer's numbers live in the flat buffers (as in llm.c).
+"""Where every number lives: the one owner of loopgrad's buffers (as in llm.c).
 
-Parameters: one contiguous block ``theta``; layer ``l`` holds ``W`` (n_in*n_out,
-row-major, so the view is ``(n_in, n_out)``) followed by ``b`` (n_out). The
-gradient and optimizer state blocks have the same layout, so an update is one
-loop over the block.
+Parameters: one contiguous block ``theta``. Layer ``l`` (row ``l - 1`` of the table ``layers``)
+holds ``W[l]`` (n_in * n_out, row-major, so the view is ``(n_in, n_out)``) followed by ``b[l]``.
+The gradient, the optimizer state and the decay mask are blocks of the same layout, so an
+update is one loop over the block.
 
-Work: for a batch of ``m`` rows, layer ``l`` holds ``Z``, ``A`` and ``dZ``
-(each ``m*n_l``), then two vectors of ``m`` (per-example losses, norms), then scratch for the
-largest layer's W transposed.
+Work: ``Buffers``, made by ``make_buffers`` for a batch capacity of ``rows``, is one flat
+block ``work`` with views into it. The table ``slots`` has one row per layer ``l = 0..L``
+with the width ``n_l`` and the offsets of ``Z[l]``, ``A[l]`` and ``dZ[l]``, each room for
+``rows * n_l`` numbers. Layer 0 is the input: ``A[0] = X`` (scikit-learn's
+``activations = [X] + ...``), so no kernel treats the first layer specially, and the epoch
+gathers a mini-batch's rows straight into it. Then come the targets ``Y``, two vectors of
+``rows`` (per-example losses, per-example norms), and the scratch of the tuned products:
+``wt`` for one layer's W transposed (F1's dot form) and ``at``/``dzt`` for a chunk of
+transposed examples (B2's dot form).
+
+Offsets are computed here, once, and nowhere else: the compiled accessors below
+(``params``, ``z``, ``a``, ``dz``, ``targets``) and the Python ``layer_views`` read the tables.
 """
+from typing import NamedTuple
+
 import numpy as np
 
-# columns of the ``layers`` table
+from ._numba import jit
+
+# columns of the parameter table ``layers`` (one row per layer l = 1..L)
 N_IN, N_OUT, W_OFF, B_OFF, ACT = range(5)
+# columns of the work table ``slots`` (one row per layer l = 0..L; row 0 is the input X = A[0])
+WIDTH, Z_OFF, A_OFF, DZ_OFF = range(4)
+# B2's dot form sums over at most this many examples at a time, so that the transposed rows stay
+# in cache; the scratch ``at``/``dzt`` is sized for one such chunk.
+WEIGHT_CHUNK = 1024
+
+
+class Net(NamedTuple):
+    """The parameter side of a network, as the compiled step receives it."""
+    layers: np.ndarray  # (L, 5) int64: n_in, n_out, offset of W, offset of b, activation code
+    loss: int           # code of the output's matched loss (B8)
+    theta: np.ndarray   # (P,) parameters
+    grad: np.ndarray    # (P,) gradient of the last backward pass (overwritten, never accumulated)
+    decay: np.ndarray   # (P,) 1 on weights, 0 on biases: weight decay never touches a bias
+
+
+class Update(NamedTuple):
+    """The optimizer side: which update, its constants, and its state in the parameters' layout."""
+    code: int           # SGD_CODE or ADAM_CODE (``loopgrad.tables``)
+    hyper: np.ndarray   # (N_HYPER,) float64 constants; the step count t is passed on its own
+    state: np.ndarray   # (2, P): velocity, or Adam's two moments
+
+
+class Buffers(NamedTuple):
+    """The work side: every activation, delta and scratch of a batch of up to ``rows`` examples."""
+    work: np.ndarray    # the one flat block; all fields below are views into it
+    slots: np.ndarray   # (L + 1, 4) int64: n_l and the offsets of Z[l], A[l], dZ[l] in ``work``
+    rows: int           # capacity in examples
+    y: np.ndarray       # (rows * n_L,) targets of the batch
+    losses: np.ndarray  # (rows,) per-example losses L(i)
+    norms: np.ndarray   # (rows,) per-example gradient norms (N1) or clipping factors (N2)
+    wt: np.ndarray      # (max n_in * n_out,) one layer's W transposed
+    at: np.ndarray      # (chunk * max n_in,) a chunk of A_prev transposed
+    dzt: np.ndarray     # (chunk * max n_out,) a chunk of dZ transposed
 
 
 def layer_table(sizes, codes):
@@ -27,32 +74,119 @@ def layer_table(sizes, codes):
     return table
 
 
-def n_params(table):
-    last = table[-1]
+def n_params(layers):
+    last = layers[-1]
     return int(last[B_OFF] + last[N_OUT])
 
 
-def work_size(table, m):
-    scratch = int((table[:, N_IN] * table[:, N_OUT]).max())  # one layer's W, transposed
-    return int(3 * m * table[:, N_OUT].sum() + 2 * m) + scratch
-
-
-def decay_mask(table, dtype):
+def decay_mask(layers, dtype):
     """1 on weights, 0 on biases: weight decay (L2) never touches a bias."""
-    mask = np.zeros(n_params(table), dtype=dtype)
-    for n_in, n_out, w_off, _, _ in table:
+    mask = np.zeros(n_params(layers), dtype=dtype)
+    for n_in, n_out, w_off, _, _ in layers:
         mask[w_off:w_off + n_in * n_out] = 1
     return mask
 
 
-def param_views(theta, table):
-    return [(theta[w:w + i * o].reshape(i, o), theta[b:b + o]) for i, o, w, b, _ in table]
+def param_views(theta, layers):
+    """[(W[l], b[l])] for l = 1..L, views into ``theta`` (or any block of its layout)."""
+    return [(theta[w:w + i * o].reshape(i, o), theta[b:b + o]) for i, o, w, b, _ in layers]
 
 
-def work_views(work, table, m):
-    """[(Z, A, dZ)] per layer, each (m, n_l), and the two (m,) vectors."""
-    views, o = [], 0
-    for n in table[:, N_OUT]:
-        views.append(tuple(work[o + k * m * n:o + (k + 1) * m * n].reshape(m, n) for k in range(3)))
-        o += 3 * m * n
-    return views, work[o:o + m], work[o + m:o + 2 * m]
+def make_net(layers, loss, theta):
+    """A ``Net`` over ``theta`` (shared, not copied) with a fresh gradient block and decay mask."""
+    return Net(layers, np.int64(loss), theta, np.zeros_like(theta), decay_mask(layers, theta.dtype))
+
+
+def make_update(optimizer, theta):
+    """An ``Update`` for ``optimizer`` (an ``SGD``/``Adam``/``DPSGD``) with zeroed state beside ``theta``."""
+    return Update(np.int64(optimizer.code), optimizer.hyper(), np.zeros((2, theta.size), dtype=theta.dtype))
+
+
+def make_buffers(layers, rows, dtype):
+    """``Buffers`` for batches of up to ``rows`` examples through the network ``layers``."""
+    rows = int(rows)
+    if rows < 1:
+        raise ValueError(f"rows: expected a batch capacity >= 1, got {rows}")
+    widths = [int(layers[0, N_IN])] + [int(n) for n in layers[:, N_OUT]]
+    slots = np.full((len(widths), 4), -1, dtype=np.int64)
+    off = 0
+    for l, n in enumerate(widths):
+        slots[l, WIDTH] = n
+        for col in ((A_OFF,) if l == 0 else (Z_OFF, A_OFF, DZ_OFF)):
+            slots[l, col] = off
+            off += rows * n
+    chunk = min(rows, WEIGHT_CHUNK)
+    sizes = {"y": rows * widths[-1], "losses": rows, "norms": rows,
+             "wt": int((layers[:, N_IN] * layers[:, N_OUT]).max()),
+             "at": chunk * int(layers[:, N_IN].max()), "dzt": chunk * int(layers[:, N_OUT].max())}
+    work = np.zeros(off + sum(sizes.values()), dtype=dtype)
+    tail = {}
+    for name, size in sizes.items():
+        tail[name] = work[off:off + size]
+        off += size
+    return Buffers(work, slots, np.int64(rows), **tail)
+
+
+def layer_views(buf, m):
+    """[(Z[l], A[l], dZ[l])] for l = 0..L, each (m, n_l); Z[0] and dZ[0] are None (A[0] is X)."""
+    if not 1 <= m <= buf.rows:
+        raise ValueError(f"m: expected 1 <= m <= {buf.rows} rows (the buffers' capacity), got {m}")
+    out = []
+    for n, *offsets in buf.slots:
+        out.append(tuple(None if o < 0 else buf.work[o:o + m * n].reshape(m, n) for o in offsets))
+    return out
+
+
+def target_view(buf, m):
+    n = int(buf.slots[-1, WIDTH])
+    return buf.y[:m * n].reshape(m, n)
+
+
+def load_batch(buf, X, Y=None):
+    """Copy the rows of X (and Y) into the slots A[0] (and Y); returns m."""
+    m = X.shape[0]
+    layer_views(buf, m)[0][1][...] = X
+    if Y is not None:
+        target_view(buf, m)[...] = Y
+    return m
+
+
+# ---- the same views for compiled code ----------------------------------------------------------
+
+@jit
+def params(theta, layers, l):
+    """(W, b) of layer ``l + 1`` (row ``l`` of ``layers``) as views into ``theta``."""
+    n_in, n_out, w_off, b_off = layers[l, N_IN], layers[l, N_OUT], layers[l, W_OFF], layers[l, B_OFF]
+    return theta[w_off:w_off + n_in * n_out].reshape((n_in, n_out)), theta[b_off:b_off + n_out]
+
+
+@jit
+def _slot(buf, l, col, m):
+    n = buf.slots[l, WIDTH]
+    o = buf.slots[l, col]
+    return buf.work[o:o + m * n].reshape((m, n))
+
+
+@jit
+def z(buf, l, m):
+    """Z[l] (m, n_l), l = 1..L."""
+    return _slot(buf, l, Z_OFF, m)
+
+
+@jit
+def a(buf, l, m):
+    """A[l] (m, n_l), l = 0..L; A[0] is the batch's X."""
+    return _slot(buf, l, A_OFF, m)
+
+
+@jit
+def dz(buf, l, m):
+    """dZ[l] (m, n_l), l = 1..L."""
+    return _slot(buf, l, DZ_OFF, m)
+
+
+@jit
+def targets(buf, m):
+    """Y (m, n_L) of the batch."""
+    n = buf.slots[buf.slots.shape[0] - 1, WIDTH]
+    return buf.y[:m * n].reshape((m, n))

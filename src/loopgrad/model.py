@@ -1,31 +1,42 @@
-"""The multi-layer perceptron: composes the kernels and owns the buffers."""
+"""The multi-layer perceptron: composes the kernels and owns the buffers.
+
+Every pass (forward, loss, gradients, evaluation, training) runs on the chosen backend:
+``"loops"`` (``loopgrad.kernels.network``) or its NumPy twin ``"numpy"``
+(``loopgrad.reference.network``), over buffers that ``loopgrad.layout`` makes.
+"""
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks, kernels, layout, reference
+from . import _checks, io, kernels, layout
 from . import optim as _optim
 from .kernels import network as loop_network
 from .reference import network as numpy_network
-from .tables import ACTIVATIONS, DTYPES, HE_INIT, LOSS_CODE, OUTPUT_LOSS, activation_code
+from .tables import DTYPES, HE_INIT, LOSS_CODE, OUTPUT_LOSS, activation_code
 
-FORMAT_VERSION = 1
-BACKENDS = {"loops": (kernels, loop_network), "numpy": (reference, numpy_network)}
+BACKENDS = {"loops": loop_network, "numpy": numpy_network}
+# Rows per pass of forward, loss and gradients: the buffers of a pass hold 3 sum(n_l) numbers per
+# row, so a large X costs a fraction of a copy of itself, not several.
+PASS_ROWS = 4096
+# DP-SGD's noise for one compiled call is a block (steps, P); an epoch whose block would pass this
+# many numbers runs as several calls.
+NOISE_BLOCK = 1 << 22
 
 
-def _backend(backend):
+def network(backend):
+    """The network module of a backend name: ``"loops"`` or ``"numpy"``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected 'loops' or 'numpy', got {backend!r}")
     return BACKENDS[backend]
 
 
-def _int_arg(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value}")
-    return int(value)
+class Training(NamedTuple):
+    """Everything one compiled training step takes besides the batch: built by ``MLP.training_buffers``."""
+    net: layout.Net
+    buf: layout.Buffers
+    update: layout.Update
 
 
 @dataclass
@@ -75,7 +86,7 @@ class MLP:
         self.layers = layout.layer_table(self.sizes, [activation_code(a) for a in self.activations])
         self.theta = np.zeros(layout.n_params(self.layers), dtype=self.dtype)
         self.params = layout.param_views(self.theta, self.layers)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_seed("seed", seed))
         for (W, _), act in zip(self.params, self.activations):
             n_in, n_out = W.shape
             if act in HE_INIT:
@@ -97,6 +108,16 @@ class MLP:
         return (f"MLP({self.sizes}, hidden={self.hidden!r}, output={self.output!r}, "
                 f"dtype={self.dtype.name!r}, seed={self.seed!r})")
 
+    def copy(self, theta=None):
+        """A new model of the same architecture with a copy of ``theta`` (this model's by default)."""
+        state = self.__getstate__()
+        state["theta"] = np.array(self.theta if theta is None else theta, dtype=self.dtype, copy=True)
+        if state["theta"].shape != self.theta.shape:
+            raise ValueError(f"theta: expected shape ({self.n_params},), got {state['theta'].shape}")
+        new = object.__new__(type(self))
+        new.__setstate__(state)
+        return new
+
     @property
     def col_params(self):
         """The same parameters in the column convention: ``(W_col, b)`` with ``W_col = W.T`` of shape
@@ -113,11 +134,16 @@ class MLP:
 
     # ---- validation at the public boundary -------------------------------------------------
 
-    def _inputs(self, X, arg="X"):
-        return _checks.numeric_matrix(arg, X, self.dtype, self.sizes[0], "n_0")
+    def validate(self, X, y=None, arg="X", y_arg="y"):
+        """``X`` as a finite (m, n_0) array of the model's dtype and, given ``y``, the targets as
+        (m, n_L): one-hot rows from integer labels (m,), or targets as given. Clear errors otherwise.
+        Returns X, or (X, Y)."""
+        X = _checks.numeric_matrix(arg, X, self.dtype, self.sizes[0], "n_0")
+        if y is None:
+            return X
+        return X, self._targets(y, X.shape[0], y_arg)
 
-    def _targets(self, Y, m, arg="Y"):
-        """Y as a (m, n_L) float array: one-hot/targets as given, or expanded from labels (m,)."""
+    def _targets(self, Y, m, arg):
         n_L = self.sizes[-1]
         Y = np.asarray(Y)
         if Y.dtype.kind not in "biuf":
@@ -149,38 +175,68 @@ class MLP:
         onehot[np.arange(m), labels] = 1
         return onehot
 
+    # ---- buffers -------------------------------------------------------------------------------
+
+    def training_buffers(self, batch_size, optimizer=None):
+        """The step's arguments, built in this one place: ``Training(net, buf, update)`` for
+        batches of up to ``batch_size`` rows; ``net.theta`` is this model's ``theta`` (trained in place)."""
+        opt = _optim.get(optimizer)
+        return Training(layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta),
+                        layout.make_buffers(self.layers, batch_size, self.dtype), layout.make_update(opt, self.theta))
+
+    def _passes(self, X, Y, backend):
+        """Forward passes over blocks of at most PASS_ROWS rows: yields (net, buf, start, m) with
+        the block's forward done (and its targets loaded when Y is given)."""
+        net = layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta)
+        buf = layout.make_buffers(self.layers, min(X.shape[0], PASS_ROWS), self.dtype)
+        backend = network(backend)
+        for start in range(0, X.shape[0], buf.rows):
+            m = layout.load_batch(buf, X[start:start + buf.rows], None if Y is None else Y[start:start + buf.rows])
+            backend.forward_into(net, buf, m)
+            yield backend, net, buf, start, m
+
     # ---- forward, loss, gradients ---------------------------------------------------------------
 
-    def _work(self, m):
-        return np.empty(layout.work_size(self.layers, m), dtype=self.dtype)
+    def forward(self, X, backend="loops"):
+        """A[L] (m, n_L) for inputs X (m, n_0)."""
+        X = self.validate(X)
+        out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
+        for _, _, buf, start, m in self._passes(X, None, backend):
+            out[start:start + m] = layout.layer_views(buf, m)[-1][1]
+        return out
 
-    def _forward(self, X, backend="loops"):
-        work = self._work(X.shape[0])
-        _backend(backend)[1].forward_into(self.theta, self.layers, X, work)
-        return work
+    def _outputs(self, X, Y, backend="loops"):
+        """(J, A[L]) over validated X, Y in passes of PASS_ROWS rows."""
+        out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
+        total = 0.0
+        for backend_net, net, buf, start, m in self._passes(X, Y, backend):
+            total += float(backend_net.cost(net, buf, m)) * m
+            out[start:start + m] = layout.layer_views(buf, m)[-1][1]
+        return self.dtype.type(total / X.shape[0]), out
 
-    def forward(self, X):
-        """A[L] for inputs X (m, n_0), computed by the loop kernels."""
-        X = self._inputs(X)
-        views, _, _ = layout.work_views(self._forward(X), self.layers, X.shape[0])
-        return views[-1][1].copy()
-
-    def loss(self, X, Y):
+    def loss(self, X, Y, backend="loops"):
         """J = (1/m) sum_i L(i) for inputs X (m, n_0) and labels/targets Y."""
-        X = self._inputs(X)
-        Y = self._targets(Y, X.shape[0])
-        views, _, _ = layout.work_views(self._forward(X), self.layers, X.shape[0])
-        return kernels.loss_forward(self.loss_name, views[-1][0], Y)
+        return self._outputs(*self.validate(X, Y, y_arg="Y"), backend)[0]
 
     def gradients(self, X, Y, backend="loops"):
-        """(J, [(dW1, db1), ..., (dWL, dbL)]) by backpropagation on the chosen backend."""
-        _, network = _backend(backend)
-        X = self._inputs(X)
-        Y = self._targets(Y, X.shape[0])
-        work = self._forward(X, backend)
-        grad = np.empty_like(self.theta)
-        J = network.gradients_into(self.theta, self.layers, X, Y, LOSS_CODE[self.loss_name], work, grad, 0.0)
-        return self.dtype.type(J), [(dW, db) for dW, db in layout.param_views(grad, self.layers)]
+        """(J, [(dW1, db1), ..., (dWL, dbL)]) by backpropagation on the chosen backend; the arrays
+        are views into one block of ``theta``'s layout (``gradient_block``)."""
+        J, grad = self.gradient_block(X, Y, backend)
+        return J, layout.param_views(grad, self.layers)
+
+    def gradient_block(self, X, Y, backend="loops"):
+        """(J, grad) with grad (P,) in ``theta``'s layout. Rows are taken in passes of PASS_ROWS;
+        with several passes each pass's mean gradient is weighted by its rows."""
+        X, Y = self.validate(X, Y, y_arg="Y")
+        grad = None
+        J = 0.0
+        for backend_net, net, buf, _, m in self._passes(X, Y, backend):
+            J_b = backend_net.gradients_into(net, buf, m, 0.0)
+            if m == X.shape[0]:
+                return self.dtype.type(J_b), net.grad
+            grad = net.grad * self.dtype.type(m) if grad is None else grad + net.grad * self.dtype.type(m)
+            J += float(J_b) * m
+        return self.dtype.type(J / X.shape[0]), grad / self.dtype.type(X.shape[0])
 
     def per_example_gradients(self, X, Y):
         """B1 for every layer: [(dW (m, n_in, n_out), db (m, n_out))]; their mean is ``gradients``."""
@@ -191,41 +247,40 @@ class MLP:
         return np.sqrt(sum(kernels.per_example_sq_norms(A_prev, dZ) for A_prev, dZ in self._layer_deltas(X, Y)))
 
     def _layer_deltas(self, X, Y):
-        """[(A[l-1], dZ[l])] per layer after a backward pass: the two factors of B1 and N1."""
-        X = self._inputs(X)
-        Y = self._targets(Y, X.shape[0])
-        work = self._forward(X)
-        loop_network.gradients_into(self.theta, self.layers, X, Y, LOSS_CODE[self.loss_name], work,
-                                    np.empty_like(self.theta), 0.0)
-        views = layout.work_views(work, self.layers, X.shape[0])[0]
-        inputs = [X] + [A for _, A, _ in views[:-1]]
-        return [(A_prev, dZ) for A_prev, (_, _, dZ) in zip(inputs, views)]
+        """[(A[l-1], dZ[l])] per layer after one backward pass over all rows: the two factors of B1 and N1."""
+        X, Y = self.validate(X, Y, y_arg="Y")
+        net = layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta)
+        buf = layout.make_buffers(self.layers, X.shape[0], self.dtype)
+        m = layout.load_batch(buf, X, Y)
+        loop_network.forward_into(net, buf, m)
+        loop_network.gradients_into(net, buf, m, 0.0)
+        views = layout.layer_views(buf, m)
+        return [(views[l - 1][1], views[l][2]) for l in range(1, len(views))]
 
     # ---- prediction ---------------------------------------------------------------------------------
 
-    def predict_proba(self, X):
+    def predict_proba(self, X, backend="loops"):
         """Class probabilities (m, n_classes); a single sigmoid unit gives [1 - p, p]."""
         if not self.is_classifier:
             raise ValueError("predict_proba: this model has an identity output (regression); use predict")
-        A = self.forward(X)
+        A = self.forward(X, backend)
         if self.output == "sigmoid" and A.shape[1] == 1:
             return np.hstack([1 - A, A])
         return A
 
-    def predict(self, X):
+    def predict(self, X, backend="loops"):
         """Class labels (m,) for classifiers, values (m,) or (m, n_L) for regression."""
-        A = self.forward(X)
+        A = self.forward(X, backend)
         if not self.is_classifier:
             return A[:, 0] if A.shape[1] == 1 else A
         if self.output == "sigmoid" and A.shape[1] == 1:
             return (A[:, 0] > 0.5).astype(np.int64)
         return A.argmax(axis=1)
 
-    def score(self, X, y):
+    def score(self, X, y, backend="loops"):
         """Accuracy for classifiers, R^2 for regression."""
-        X = self._inputs(X)
-        Y = self._targets(y, X.shape[0])
-        return _score(self, self.forward(X), Y)
+        X, Y = self.validate(X, y)
+        return _score(self, self._outputs(X, Y, backend)[1], Y)
 
     # ---- training -------------------------------------------------------------------------------------
 
@@ -234,68 +289,64 @@ class MLP:
             backend="loops", tol=0.0):
         """Mini-batch training; returns a ``History``. Same seed, same result, bit for bit.
 
-        Each mini-batch is one fused call (forward, backward, update) of the chosen backend.
-        ``early_stopping`` watches the validation loss (the training loss without validation
-        data), stops after ``patience`` epochs without improvement and restores the best parameters.
+        Each epoch is one compiled call of the chosen backend (forward, backward and update of
+        every mini-batch). ``early_stopping`` watches the validation loss (the training loss
+        without validation data), stops after ``patience`` epochs without improvement and
+        restores the best parameters.
         """
-        epochs = _int_arg("epochs", epochs, 0)
-        batch_size = _int_arg("batch_size", batch_size, 1)
-        patience = _int_arg("patience", patience, 1)
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-            raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
-        _, network = _backend(backend)
+        plan = _Plan(epochs=_checks.integer("epochs", epochs, 0), batch_size=_checks.integer("batch_size", batch_size, 1),
+                     shuffle=bool(shuffle), early_stopping=bool(early_stopping),
+                     patience=_checks.integer("patience", patience, 1), progress=progress,
+                     tol=_checks.number("tol", tol, 0.0), backend=backend)
+        network(backend)  # a clear error for an unknown name, before any work
+        validation_split = _checks.number("validation_split", validation_split, 0.0, 1.0)
         opt = _optim.get(optimizer)
-        X = self._inputs(X)
-        Y = self._targets(y, X.shape[0], "y")
-        if isinstance(validation_split, bool) or not (isinstance(validation_split, (int, float)) and 0.0 <= validation_split < 1.0):
-            raise ValueError(f"validation_split: expected a fraction in [0, 1), got {validation_split!r}")
-        rng = np.random.default_rng(self.seed if seed is None else seed)
+        X, Y = self.validate(X, y)
+        rng = np.random.default_rng(_seed("seed", self.seed if seed is None else seed))
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data: expected a pair (X_val, y_val)")
-            Xv = self._inputs(validation_data[0], "validation_data[0]")
-            Yv = self._targets(validation_data[1], Xv.shape[0], "validation_data[1]")
+            val = self.validate(*validation_data, arg="validation_data[0]", y_arg="validation_data[1]")
         elif validation_split > 0.0:
             n_val = int(round(validation_split * X.shape[0]))
             if n_val < 1 or n_val >= X.shape[0]:
                 raise ValueError(f"validation_split: {validation_split} of {X.shape[0]} rows leaves an empty split")
             order = rng.permutation(X.shape[0])
-            Xv, Yv = X[order[:n_val]], Y[order[:n_val]]
+            val = X[order[:n_val]], Y[order[:n_val]]
             X, Y = np.ascontiguousarray(X[order[n_val:]]), np.ascontiguousarray(Y[order[n_val:]])
         else:
-            Xv = Yv = None
-        return _train(self, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, early_stopping,
-                      patience, progress, float(tol))
+            val = None
+        return _train(self, opt, X, Y, val, plan, rng)
 
     def warmup(self, batch_size=32, backend="loops"):
         """Run one throw-away epoch of one batch so that the kernels ``fit`` uses are compiled
         (or loaded from the disk cache); returns the seconds it took."""
-        _, network = _backend(backend)
         m = max(1, int(batch_size))
-        theta = self.theta.copy()
+        probe = MLP(self.sizes, self.hidden, self.output, self.dtype.name)
+        net, buf, update = probe.training_buffers(m, _optim.Adam())
         X = np.zeros((m, self.sizes[0]), self.dtype)
         Y = np.zeros((m, self.sizes[-1]), self.dtype)
-        opt = _optim.Adam()
         t0 = time.perf_counter()
-        network.train_epoch_into(theta, np.empty_like(theta), self.layers, X, Y, np.arange(m), m,
-                                 LOSS_CODE[self.loss_name], self._work(m), X.ravel().copy(), Y.ravel().copy(),
-                                 opt.code, np.zeros((2, theta.size), self.dtype), opt.hyper(0),
-                                 layout.decay_mask(self.layers, self.dtype), opt.noise(0, self.dtype))
+        network(backend).train_epoch_into(net, buf, X, Y, np.arange(m), m, update, 0,
+                                          _optim.SGD().noise(1, probe.n_params, self.dtype))
         return time.perf_counter() - t0
 
     # ---- save / load ----------------------------------------------------------------------------------
 
     def save(self, path):
         """Write architecture, dtype, format version and parameters to an ``.npz`` file (no pickle)."""
-        np.savez(path, format_version=np.int64(FORMAT_VERSION), sizes=np.asarray(self.sizes, np.int64),
-                 hidden=np.str_(self.hidden), output=np.str_(self.output), dtype=np.str_(self.dtype.name),
-                 seed=np.int64(self.seed if isinstance(self.seed, (int, np.integer)) else 0), theta=self.theta)
+        io.write_model(self, path)
 
     @classmethod
     def load(cls, path):
         """Restore a model written by ``save``; never unpickles."""
-        from .io import read_model
-        return read_model(cls, path)
+        return io.read_model(cls, path)
+
+
+def _seed(name, seed):
+    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+        return seed
+    raise TypeError(f"{name}: expected None or an integer >= 0, got {seed!r}")
 
 
 def _score(model, A, Y):
@@ -308,52 +359,59 @@ def _score(model, A, Y):
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
 
 
-def _evaluate(model, X, Y):
-    """(loss, score) of the current parameters on a held-out set."""
-    work = model._forward(X)
-    views, _, _ = layout.work_views(work, model.layers, X.shape[0])
-    Z, A, _ = views[-1]
-    return float(kernels.loss_forward(model.loss_name, Z, Y)), _score(model, A, Y)
+def _evaluate(model, X, Y, backend="loops"):
+    """(loss, score) of the current parameters on a held-out set (validated X, Y)."""
+    J, A = model._outputs(X, Y, backend)
+    return float(J), _score(model, A, Y)
 
 
-def _train(model, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, early_stopping, patience, progress,
-           tol):
+@dataclass
+class _Plan:
+    """The options of one ``fit``, checked."""
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    early_stopping: bool
+    patience: int
+    progress: bool
+    tol: float
+    backend: str
+
+
+def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend):
+    """One epoch as one compiled call (several when DP-SGD's noise block would be too large);
+    returns (sum of m_b J_b, steps taken)."""
+    n_batches = -(-order.size // batch_size)
+    per_call = max(1, NOISE_BLOCK // model.n_params) if opt.per_step_noise else n_batches
+    total = 0.0
+    for first in range(0, n_batches, per_call):
+        steps = min(per_call, n_batches - first)
+        part = order[first * batch_size:(first + steps) * batch_size]
+        total += network(backend).train_epoch_into(training.net, training.buf, X, Y, part, batch_size,
+                                                   training.update, t + first,
+                                                   opt.noise(steps, model.n_params, model.dtype))
+    return total, n_batches
+
+
+def _train(model, opt, X, Y, val, plan, rng):
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     n = X.shape[0]
-    batch_size = min(batch_size, n)
-    n_batches = -(-n // batch_size)
-    P = model.theta.size
-    grad = np.empty_like(model.theta)
-    state = np.zeros((2, P), dtype=model.dtype)
-    decay = layout.decay_mask(model.layers, model.dtype)
-    work = model._work(batch_size)
-    Xb = np.empty(batch_size * X.shape[1], dtype=model.dtype)
-    Yb = np.empty(batch_size * Y.shape[1], dtype=model.dtype)
-    loss = LOSS_CODE[model.loss_name]
+    batch_size = min(plan.batch_size, n)
+    training = model.training_buffers(batch_size, opt)
     opt.start()
-    hyper = opt.hyper(0)  # the backend advances hyper[H_T] by one per step
     history = History()
-    best, best_theta, since_best = np.inf, None, 0
+    best, best_theta, since_best, t = np.inf, None, 0, 0
     start_theta = model.theta.copy()
-    bar = tqdm(total=epochs * n_batches, disable=not progress, unit="batch", leave=True, dynamic_ncols=True)
+    bar = tqdm(total=plan.epochs * -(-n // batch_size), disable=not plan.progress, unit="batch", leave=True,
+               dynamic_ncols=True)
     try:
-        for epoch in range(epochs):
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            if not opt.per_step_noise:
-                # the whole epoch in one call of the backend: no Python per mini-batch
-                total = network.train_epoch_into(model.theta, grad, model.layers, X, Y, order, batch_size, loss, work,
-                                                 Xb, Yb, opt.code, state, hyper, decay, opt.noise(P, model.dtype))
-                bar.update(n_batches)
-            else:
-                # DP-SGD draws fresh noise in Python (numpy's Generator) for every step
-                total = 0.0
-                for start in range(0, n, batch_size):
-                    total += network.train_epoch_into(model.theta, grad, model.layers, X, Y,
-                                                      order[start:start + batch_size], batch_size, loss, work, Xb, Yb,
-                                                      opt.code, state, hyper, decay, opt.noise(P, model.dtype))
-                    bar.update(1)
+        for epoch in range(plan.epochs):
+            order = rng.permutation(n) if plan.shuffle else np.arange(n)
+            total, steps = _run_epoch(model, training, opt, X, Y, order, batch_size, t, plan.backend)
+            t += steps
+            bar.update(steps)
             epoch_loss = total / n
             if not np.isfinite(epoch_loss):
                 model.theta[...] = start_theta  # a failed fit leaves the model as it was
@@ -361,26 +419,25 @@ def _train(model, network, opt, X, Y, Xv, Yv, epochs, batch_size, shuffle, rng, 
                                          f"parameters were restored; lower the learning rate")
             history.loss.append(epoch_loss)
             monitored = epoch_loss
-            if Xv is not None:
-                v_loss, v_score = _evaluate(model, Xv, Yv)
-                history.val_loss.append(v_loss)
+            if val is not None:
+                monitored, v_score = _evaluate(model, *val, plan.backend)
+                history.val_loss.append(monitored)
                 (history.val_accuracy if model.is_classifier else history.val_r2).append(v_score)
-                monitored = v_loss
             history.epochs = epoch + 1
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.4f}",
-                            **({"val_loss": f"{monitored:.4f}"} if Xv is not None else {}))
-            if monitored < best - tol:
+                            **({"val_loss": f"{monitored:.4f}"} if val is not None else {}))
+            if monitored < best - plan.tol:
                 best, since_best, history.best_epoch = monitored, 0, epoch
-                if early_stopping:
+                if plan.early_stopping:
                     best_theta = model.theta.copy()
             else:
                 since_best += 1
-                if early_stopping and since_best >= patience:
+                if plan.early_stopping and since_best >= plan.patience:
                     history.stopped_early = True
                     break
     finally:
         bar.close()
-    if early_stopping and best_theta is not None:
+    if plan.early_stopping and best_theta is not None:
         model.theta[...] = best_theta
     history.seconds = time.perf_counter() - t_start
     return history

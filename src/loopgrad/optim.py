@@ -1,25 +1,14 @@
 """Optimizers: hyper-parameters and state for the fused step.
 
-An optimizer here is a small description (its code, hyper-parameter vector and,
-for DP-SGD, the noise of each step); the update itself is a loop kernel
-(``loopgrad.kernels.optim``) run inside the fused step on the whole parameter block.
+An optimizer here is a small description (its code, its constant hyper-parameter vector and,
+for DP-SGD, the noise of each step); the update itself is one loop kernel
+(``loopgrad.kernels.optim.optimizer_update``) run inside the fused step on the whole parameter
+block, with the step count ``t`` passed to it explicitly.
 """
 import numpy as np
 
-from .tables import ADAM_CODE, H_BETA1, H_BETA2, H_CLIP, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV, H_T, H_WEIGHT_DECAY, N_HYPER, SGD_CODE
-
-_NO_NOISE = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
-
-
-def _number(name, value, low, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    value = float(value)
-    bad = not np.isfinite(value) or (value <= low if low_open else value < low) or (high is not None and value >= high)
-    if bad:
-        rng = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'})"
-        raise ValueError(f"{name}: expected a value in {rng}, got {value}")
-    return value
+from ._checks import number as _number
+from .tables import ADAM_CODE, H_BETA1, H_BETA2, H_CLIP, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, N_HYPER, SGD_CODE
 
 
 class SGD:
@@ -34,10 +23,11 @@ class SGD:
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("nesterov: Nesterov momentum needs momentum > 0, got momentum=0.0")
 
-    def hyper(self, t):
+    def hyper(self):
+        """The constants of the update as the float64 vector the kernels read (slots in ``loopgrad.tables``)."""
         h = np.zeros(N_HYPER)
-        h[H_LR], h[H_MOMENTUM], h[H_NESTEROV], h[H_WEIGHT_DECAY], h[H_T] = (
-            self.lr, self.momentum, float(self.nesterov), self.weight_decay, t)
+        h[H_LR], h[H_MOMENTUM], h[H_NESTEROV], h[H_WEIGHT_DECAY] = (
+            self.lr, self.momentum, float(self.nesterov), self.weight_decay)
         return h
 
     per_step_noise = False
@@ -45,8 +35,10 @@ class SGD:
     def start(self):
         """Called once at the start of ``fit``."""
 
-    def noise(self, n_params, dtype):
-        return _NO_NOISE[np.dtype(dtype)]
+    def noise(self, steps, n_params, dtype):
+        """Noise added to the summed gradient of each of the next ``steps`` steps, (steps, P);
+        one row of length 0, (1, 0), when there is none."""
+        return np.zeros((1, 0), dtype=dtype)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -64,10 +56,10 @@ class Adam(SGD):
         self.eps = _number("eps", eps, 0.0, low_open=True)
         self.weight_decay = _number("weight_decay", weight_decay, 0.0)
 
-    def hyper(self, t):
+    def hyper(self):
         h = np.zeros(N_HYPER)
-        h[H_LR], h[H_BETA1], h[H_BETA2], h[H_EPS], h[H_WEIGHT_DECAY], h[H_T] = (
-            self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, t)
+        h[H_LR], h[H_BETA1], h[H_BETA2], h[H_EPS], h[H_WEIGHT_DECAY] = (
+            self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
         return h
 
 
@@ -93,15 +85,17 @@ class DPSGD(SGD):
     def per_step_noise(self):
         return self.noise_multiplier > 0.0
 
-    def hyper(self, t):
-        h = super().hyper(t)
+    def hyper(self):
+        h = super().hyper()
         h[H_CLIP] = self.clip_norm
         return h
 
-    def noise(self, n_params, dtype):
+    def noise(self, steps, n_params, dtype):
+        """Gaussian noise of std ``noise_multiplier * clip_norm``, one row per step, drawn in the
+        order of the steps (a block of k rows equals k draws of one row: the same stream)."""
         if self.noise_multiplier == 0.0:
-            return _NO_NOISE[np.dtype(dtype)]
-        return self._rng.normal(0.0, self.noise_multiplier * self.clip_norm, n_params).astype(dtype)
+            return super().noise(steps, n_params, dtype)
+        return self._rng.normal(0.0, self.noise_multiplier * self.clip_norm, (steps, n_params)).astype(dtype)
 
 
 def get(optimizer):

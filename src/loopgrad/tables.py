@@ -34,6 +34,7 @@ def loss_code(name):
 
 OPTIMIZERS = ("sgd", "adam")
 SGD_CODE, ADAM_CODE = range(len(OPTIMIZERS))
-# Slots of the float64 hyper-parameter vector the fused step receives.
-H_LR, H_MOMENTUM, H_NESTEROV, H_BETA1, H_BETA2, H_EPS, H_WEIGHT_DECAY, H_T, H_CLIP = range(9)
-N_HYPER = 9
+# Slots of the float64 hyper-parameter vector the fused step receives. It holds constants only:
+# the step count t is an argument of its own, never stored here or changed inside a kernel.
+H_LR, H_MOMENTUM, H_NESTEROV, H_BETA1, H_BETA2, H_EPS, H_WEIGHT_DECAY, H_CLIP = range(8)
+N_HYPER = 8

@@ -18,7 +18,8 @@ import numpy as np
 from . import kernels, reference
 from .kernels import optim as kernels_optim
 from .reference import optim as reference_optim
-from .tables import ACTIVATIONS, LOSSES
+from .optim import SGD, Adam
+from .tables import ACTIVATIONS, ADAM_CODE, LOSSES, OPTIMIZERS, SGD_CODE
 
 LAYOUTS = ("C", "F", "strided")
 
@@ -104,6 +105,13 @@ def _cases():
              lambda mod, th, g, m1, m2, d: mod.adam_update(th, g, m1, m2, 3, 1e-2, 0.9, 0.999, 1e-8, 1e-2, d),
              lambda m, i, o: 8, False, True),
     ]
+    for opt, hyper in ((SGD_CODE, SGD(0.1, 0.9, True, 1e-2).hyper()), (ADAM_CODE, Adam(1e-2, weight_decay=1e-2).hyper())):
+        cases.append(Case(
+            f"optimizer_update[{OPTIMIZERS[opt]}]", "B2 B3",
+            lambda r, m, i, o, dt, s: (_std(r, i * o, dt, s), _std(r, i * o, dt), (r.random(i * o) < 0.8).astype(dt),
+                                       np.abs(_std(r, (2, i * o), dt))),
+            lambda mod, th, g, d, st, opt=opt, hyper=hyper: mod.optimizer_update(opt, th, g, st, d, hyper, 3),
+            lambda m, i, o: 8, False, True))
     return {c.name: c for c in cases}
 
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .._checks import float_array, same_dtype, shape
+from .. import _checks
 from .._numba import jit, prange
 from ..tables import (
     GELU, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH, activation_code,
@@ -182,7 +182,7 @@ def activation_forward(name, Z):
     Z (m, n) -> A (m, n), same dtype.
     """
     code = activation_code(name)
-    Z = float_array("Z", Z, 2)
+    Z = _checks.float_array("Z", Z, 2)
     A = np.empty_like(Z)
     _activation_forward_into(code, Z, A)
     return A
@@ -195,12 +195,7 @@ def activation_backward(name, dA, Z, A):
     and softmax reuse the forward's values.
     """
     code = activation_code(name)
-    dA = float_array("dA", dA, 2)
-    Z = float_array("Z", Z, 2)
-    A = float_array("A", A, 2)
-    same_dtype(dA=dA, Z=Z, A=A)
-    shape("dA", dA, Z.shape, "(m, n) of Z")
-    shape("A", A, Z.shape, "(m, n) of Z")
+    dA, Z, A = _checks.activation_pair(dA, Z, A)
     dZ = np.empty_like(Z)
     _activation_backward_into(code, dA, Z, A, dZ)
     return dZ

@@ -1,4 +1,4 @@
-"""Column convention (MATH.md, second source document) as its own index loops.
+"""Column convention (docs/math.md, sections 1 and 6) as its own index loops.
 
 Examples are columns: A_prev (n_in, m), W (n_out, n_in), b (n_out,), Z (n_out, m). Every quantity is
 the transpose of its row-convention twin. Element-wise activations do not care about the
@@ -7,7 +7,8 @@ the transpose (a column of Z is a row of Z.T).
 """
 import numpy as np
 
-from .._checks import float_array, same_dtype, shape
+from .. import _checks
+from .._checks import float_array
 from .._numba import jit, prange
 from . import activations as _row_act
 from . import losses as _row_loss
@@ -72,25 +73,12 @@ def _bias_grad_into(dZ, db):
         db[j] = s / db.dtype.type(m)
 
 
-def _check(A_prev, W, b=None):
-    A_prev = float_array("A_prev", A_prev, 2)
-    W = float_array("W", W, 2)
-    shape("W", W, (None, A_prev.shape[0]), "(n_out, n_in)")
-    if b is None:
-        same_dtype(A_prev=A_prev, W=W)
-        return A_prev, W
-    b = float_array("b", b, 1)
-    shape("b", b, (W.shape[0],), "(n_out,)")
-    same_dtype(A_prev=A_prev, W=W, b=b)
-    return A_prev, W, b
-
-
 def dense_forward(A_prev, W, b):
     """F1 (column form) ``Z[j,i] = sum_k W[j,k] A_prev[k,i] + b[j]``.
 
     A_prev (n_in, m), W (n_out, n_in), b (n_out,) -> Z (n_out, m).
     """
-    A_prev, W, b = _check(A_prev, W, b)
+    A_prev, W, b = _checks.col_layer(A_prev, W, b)
     Z = np.empty((W.shape[0], A_prev.shape[1]), dtype=W.dtype)
     _forward_into(W, A_prev, b, Z)
     return Z
@@ -102,10 +90,7 @@ def dense_backward(dZ, A_prev, W):
 
     dZ (n_out, m), A_prev (n_in, m), W (n_out, n_in) -> dA_prev (n_in, m), dW (n_out, n_in), db (n_out,).
     """
-    A_prev, W = _check(A_prev, W)
-    dZ = float_array("dZ", dZ, 2)
-    shape("dZ", dZ, (W.shape[0], A_prev.shape[1]), "(n_out, m)")
-    same_dtype(dZ=dZ, W=W)
+    dZ, A_prev, W = _checks.col_delta(dZ, A_prev, W)
     dA_prev, dW, db = np.empty_like(A_prev), np.empty_like(W), np.empty(W.shape[0], W.dtype)
     _input_grad_into(W, dZ, dA_prev)
     _weight_grad_into(dZ, A_prev, dW)

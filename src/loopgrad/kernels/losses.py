@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .._checks import float_array, same_dtype, shape
+from .. import _checks
 from .._numba import jit
 from ..tables import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_code
 
@@ -62,14 +62,6 @@ def _output_delta_into(A, Y, dZ):
             dZ[i, k] = A[i, k] - Y[i, k]
 
 
-def _check_targets(arg, Z, Y):
-    Z = float_array(arg, Z, 2)
-    Y = float_array("Y", Y, 2)
-    shape("Y", Y, Z.shape, "(m, n_L)")
-    same_dtype(**{arg: Z, "Y": Y})
-    return Z, Y
-
-
 def loss_forward(name, Z_L, Y):
     """Cost of the B8 pairs from logits, ``J = (1/m) sum_i L(i)``: cross-entropy through log-sum-exp (softmax),
     binary cross-entropy through log-sigmoid, squared error ``0.5 ||a - y||^2``.
@@ -77,7 +69,7 @@ def loss_forward(name, Z_L, Y):
     Z_L (m, n_L), Y (m, n_L) -> J, a scalar of the inputs' dtype.
     """
     code = loss_code(name)
-    Z_L, Y = _check_targets("Z_L", Z_L, Y)
+    Z_L, Y = _checks.targets("Z_L", Z_L, Y)
     L = np.empty(Z_L.shape[0], dtype=Z_L.dtype)
     _loss_rows_into(code, Z_L, Y, L)
     return Z_L.dtype.type(_mean(L))
@@ -89,7 +81,7 @@ def output_delta(name, A_L, Y):
     A_L (m, n_L), Y (m, n_L) -> dZ_L (m, n_L), per example (no 1/m).
     """
     loss_code(name)
-    A_L, Y = _check_targets("A_L", A_L, Y)
+    A_L, Y = _checks.targets("A_L", A_L, Y)
     dZ = np.empty_like(A_L)
     _output_delta_into(A_L, Y, dZ)
     return dZ

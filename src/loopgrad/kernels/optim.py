@@ -7,8 +7,9 @@ import math
 
 import numpy as np
 
-from .._checks import float_array, same_dtype, shape
+from .. import _checks
 from .._numba import FIRST, jit, prange
+from ..tables import ADAM_CODE, H_BETA1, H_BETA2, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, N_HYPER
 
 
 # Parameters per parallel task, fixed so that the split never depends on the thread count;
@@ -82,15 +83,15 @@ def _adam_update_into(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_
         _adam_blocks(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_decay, t)
 
 
-def _check_block(theta, **blocks):
-    theta = float_array("theta", theta, 1)
-    out = [theta]
-    for name, x in blocks.items():
-        x = float_array(name, x, 1)
-        shape(name, x, theta.shape, "(P,) of theta")
-        out.append(x)
-    same_dtype(theta=theta, **dict(zip(blocks, out[1:])))
-    return out
+@jit
+def _optimizer_update_into(opt, theta, grad, state, decay, hyper, t):
+    """The update of the fused step: SGD or Adam by ``opt``, constants from ``hyper``, step ``t >= 1``."""
+    if opt == ADAM_CODE:
+        _adam_update_into(theta, grad, state[0], state[1], decay, hyper[H_LR], hyper[H_BETA1], hyper[H_BETA2],
+                          hyper[H_EPS], hyper[H_WEIGHT_DECAY], t)
+    else:
+        _sgd_update_into(theta, grad, state[0], decay, hyper[H_LR], hyper[H_MOMENTUM], hyper[H_NESTEROV] != 0.0,
+                         hyper[H_WEIGHT_DECAY])
 
 
 def sgd_update(theta, grad, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0, decay=None):
@@ -100,7 +101,7 @@ def sgd_update(theta, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
     theta, grad, velocity, decay (P,) -> (theta, velocity), new arrays.
     """
     decay = np.ones_like(theta) if decay is None else decay
-    theta, grad, velocity, decay = _check_block(theta, grad=grad, velocity=velocity, decay=decay)
+    theta, grad, velocity, decay = _checks.param_blocks(theta, grad=grad, velocity=velocity, decay=decay)
     theta, velocity = theta.copy(), velocity.copy()
     _sgd_update_into(theta, grad, velocity, decay, float(lr), float(momentum), bool(nesterov), float(weight_decay))
     return theta, velocity
@@ -113,8 +114,26 @@ def adam_update(theta, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
     theta, grad, m, v, decay (P,) -> (theta, m, v), new arrays.
     """
     decay = np.ones_like(theta) if decay is None else decay
-    theta, grad, m, v, decay = _check_block(theta, grad=grad, m=m, v=v, decay=decay)
+    theta, grad, m, v, decay = _checks.param_blocks(theta, grad=grad, m=m, v=v, decay=decay)
     theta, m, v = theta.copy(), m.copy(), v.copy()
     _adam_update_into(theta, grad, m, v, decay, float(lr), float(beta1), float(beta2), float(eps),
                       float(weight_decay), float(t))
     return theta, m, v
+
+
+def optimizer_update(opt, theta, grad, state, decay, hyper, t):
+    """The update on B2/B3 gradients that the fused step takes: ``sgd_update`` (``opt`` = 0) or
+    ``adam_update`` (``opt`` = 1) with the constants of ``hyper`` (slots in ``loopgrad.tables``) at step ``t >= 1``.
+
+    theta, grad, decay (P,), state (2, P) -> (theta, state), new arrays.
+    """
+    theta, grad, decay = _checks.param_blocks(theta, grad=grad, decay=decay)
+    state = _checks.float_array("state", state, 2)
+    _checks.shape("state", state, (2, theta.shape[0]), "(2, P)")
+    hyper = _checks.float_array("hyper", np.asarray(hyper, dtype=np.float64), 1)
+    _checks.shape("hyper", hyper, (N_HYPER,), "(N_HYPER,)")
+    _checks.same_dtype(theta=theta, state=state)
+    theta, state = theta.copy(), state.copy()
+    _optimizer_update_into(_checks.integer("opt", opt, 0), theta, grad, state, decay, hyper,
+                           _checks.number("t", t, 1.0))
+    return theta, state

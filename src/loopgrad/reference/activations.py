@@ -8,7 +8,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
-from .._checks import float_array, same_dtype, shape
+from .. import _checks
 from ..tables import LEAKY_SLOPE, activation_code
 
 
@@ -48,17 +48,14 @@ DERIVATIVE = {
 def activation_forward(name, Z):
     """F2 ``A = g(Z)``; F3 ``A = exp(Z - M) / rowsum(exp(Z - M))``. Z (m, n) -> A (m, n)."""
     activation_code(name)
-    Z = float_array("Z", Z, 2)
+    Z = _checks.float_array("Z", Z, 2)
     return FORWARD[name](Z).astype(Z.dtype, copy=False)
 
 
 def activation_backward(name, dA, Z, A):
     """B5 ``dZ = dA * g'(Z)``; B7 ``dZ = A * (dA - rowsum(dA * A))``. dA, Z, A (m, n) -> dZ (m, n)."""
     activation_code(name)
-    dA, Z, A = (float_array(n, x, 2) for n, x in (("dA", dA), ("Z", Z), ("A", A)))
-    same_dtype(dA=dA, Z=Z, A=A)
-    shape("dA", dA, Z.shape, "(m, n) of Z")
-    shape("A", A, Z.shape, "(m, n) of Z")
+    dA, Z, A = _checks.activation_pair(dA, Z, A)
     if name == "softmax":
         return A * (dA - (dA * A).sum(axis=1, keepdims=True))
     return (dA * DERIVATIVE[name](Z, A)).astype(Z.dtype, copy=False)

@@ -1,22 +1,20 @@
 """Column convention in matrix form (twin of ``loopgrad.kernels.col``): examples are columns."""
 import numpy as np
 
-from ..kernels.col import _check
-from .._checks import float_array
+from .. import _checks
 from . import activations as _row_act
 from . import losses as _row_loss
 
 
 def dense_forward(A_prev, W, b):
     """F1 ``Z = W @ A_prev + b[:, None]``."""
-    A_prev, W, b = _check(A_prev, W, b)
+    A_prev, W, b = _checks.col_layer(A_prev, W, b)
     return W @ A_prev + b[:, None]
 
 
 def dense_backward(dZ, A_prev, W):
     """B4 ``dA_prev = W.T @ dZ``, B2 ``dW = dZ @ A_prev.T / m``, B3 ``db = dZ.sum(axis=1) / m``."""
-    A_prev, W = _check(A_prev, W)
-    dZ = float_array("dZ", dZ, 2)
+    dZ, A_prev, W = _checks.col_delta(dZ, A_prev, W)
     m = dZ.dtype.type(dZ.shape[1])
     return W.T @ dZ, dZ @ A_prev.T / m, dZ.sum(axis=1) / m
 

@@ -1,7 +1,7 @@
 """Losses and the output delta in matrix form (twin of ``loopgrad.kernels.losses``)."""
 import numpy as np
 
-from ..kernels.losses import _check_targets
+from .. import _checks
 from ..tables import loss_code
 
 
@@ -21,12 +21,12 @@ LOSS = {
 def loss_forward(name, Z_L, Y):
     """``J = mean_i L(i)`` from logits Z_L (m, n_L) and targets Y (m, n_L)."""
     loss_code(name)
-    Z_L, Y = _check_targets("Z_L", Z_L, Y)
+    Z_L, Y = _checks.targets("Z_L", Z_L, Y)
     return Z_L.dtype.type(LOSS[name](Z_L, Y).mean())
 
 
 def output_delta(name, A_L, Y):
     """B8 ``dZ_L = A_L - Y``."""
     loss_code(name)
-    A_L, Y = _check_targets("A_L", A_L, Y)
+    A_L, Y = _checks.targets("A_L", A_L, Y)
     return A_L - Y
