@@ -1,14 +1,18 @@
-"""Real data sets that ship inside installed packages (no download at run time).
+"""Real data sets shipped inside the package (no download, and no scikit-learn import at run time).
 
-``load(name)`` returns a ``Dataset`` with a fixed-seed train/test split; inputs
-are standardised with the training split's mean and std (and regression targets
-too, so that a squared-error loss starts near 1).
+``load(name)`` returns a ``Dataset`` with a fixed-seed train/test split (stratified by class for
+classification); inputs are standardised with the training split's mean and std (and regression
+targets too, so that a squared-error loss starts near 1). digits, iris, breast_cancer, wine and
+diabetes are scikit-learn's copies of the UCI sets, stored in ``data/builtin.npz`` by
+``tools/make_datasets.py``; moons is drawn here, two interleaved half circles with Gaussian noise.
 """
+import pathlib
 from dataclasses import dataclass
 
 import numpy as np
 
 NAMES = ("digits", "iris", "breast_cancer", "wine", "diabetes", "moons")
+_BUILTIN = pathlib.Path(__file__).parent / "data" / "builtin.npz"
 
 
 @dataclass
@@ -28,26 +32,46 @@ class Dataset:
         return self.X_train.shape[1]
 
 
-def _raw(name, seed):
-    from sklearn import datasets as skd
+def _moons(n, noise, seed):
+    rng = np.random.default_rng(seed)
+    n_out = n // 2
+    t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n - n_out)
+    X = np.concatenate([np.c_[np.cos(t_out), np.sin(t_out)], np.c_[1 - np.cos(t_in), 0.5 - np.sin(t_in)]])
+    y = np.r_[np.zeros(n_out, np.int64), np.ones(n - n_out, np.int64)]
+    return X + rng.normal(0.0, noise, X.shape), y
 
+
+def _raw(name, seed):
     if name == "moons":
-        return skd.make_moons(n_samples=1000, noise=0.2, random_state=seed)
-    loader = {"digits": skd.load_digits, "iris": skd.load_iris, "breast_cancer": skd.load_breast_cancer,
-              "wine": skd.load_wine, "diabetes": skd.load_diabetes}[name]
-    return loader(return_X_y=True)
+        return _moons(1000, 0.2, seed)
+    with np.load(_BUILTIN) as f:
+        return f[f"{name}_X"].astype(np.float64), f[f"{name}_y"]
+
+
+def _split(y, test_size, seed, stratify):
+    """(train rows, test rows): a seeded shuffle; with ``stratify`` each class gives its share of
+    round(test_size * n_class) test rows, so both splits keep the class proportions."""
+    rng = np.random.default_rng(seed)
+    if not stratify:
+        order = rng.permutation(len(y))
+        n_test = int(round(test_size * len(y)))
+        return np.sort(order[n_test:]), np.sort(order[:n_test])
+    test = []
+    for c in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        test.append(rows[:int(round(test_size * rows.size))])
+    test = np.sort(np.concatenate(test))
+    return np.setdiff1d(np.arange(len(y)), test), test
 
 
 def load(name, test_size=0.2, seed=0, dtype="float64"):
     """Load ``name`` (one of ``NAMES``) split into train/test with ``seed``."""
-    from sklearn.model_selection import train_test_split
-
     if name not in NAMES:
         raise ValueError(f"dataset: expected one of {', '.join(NAMES)}, got {name!r}")
     X, y = _raw(name, seed)
     regression = name == "diabetes"
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed,
-                                              stratify=None if regression else y)
+    tr, te = _split(y, test_size, seed, stratify=not regression)
+    X_tr, X_te, y_tr, y_te = X[tr], X[te], y[tr], y[te]
     mu, sd = X_tr.mean(axis=0), X_tr.std(axis=0)
     sd[sd == 0] = 1.0
     X_tr, X_te = ((a - mu) / sd for a in (X_tr, X_te))

@@ -6,10 +6,16 @@ keyed by name.
 import math
 
 import numpy as np
-from scipy.special import erf
 
 from .. import _checks
 from ..tables import LEAKY_SLOPE, activation_code
+
+
+def _erf(x):
+    """scipy's vectorised erf, imported on first use: gelu's twin alone needs it, and importing
+    scipy.special costs a quarter of a second of every start-up."""
+    from scipy.special import erf as scipy_erf
+    return scipy_erf(x)
 
 
 def _sigmoid(Z):
@@ -29,7 +35,7 @@ FORWARD = {
     "relu": lambda Z: np.maximum(Z, 0),
     "leaky_relu": lambda Z: np.where(Z > 0, Z, Z.dtype.type(LEAKY_SLOPE) * Z),
     "softplus": lambda Z: np.maximum(Z, 0) + np.log1p(np.exp(-np.abs(Z))),
-    "gelu": lambda Z: 0.5 * Z * (1 + erf(Z / Z.dtype.type(math.sqrt(2)))).astype(Z.dtype, copy=False),
+    "gelu": lambda Z: 0.5 * Z * (1 + _erf(Z / Z.dtype.type(math.sqrt(2)))).astype(Z.dtype, copy=False),
     "softmax": _softmax,
 }
 
@@ -41,7 +47,7 @@ DERIVATIVE = {
     "relu": lambda Z, A: (Z > 0).astype(Z.dtype),
     "leaky_relu": lambda Z, A: np.where(Z > 0, 1, LEAKY_SLOPE).astype(Z.dtype),
     "softplus": lambda Z, A: _sigmoid(Z),
-    "gelu": lambda Z, A: (0.5 * (1 + erf(Z / math.sqrt(2))) + Z * np.exp(-0.5 * Z * Z) / math.sqrt(2 * math.pi)).astype(Z.dtype, copy=False),
+    "gelu": lambda Z, A: (0.5 * (1 + _erf(Z / math.sqrt(2))) + Z * np.exp(-0.5 * Z * Z) / math.sqrt(2 * math.pi)).astype(Z.dtype, copy=False),
 }
 
 
