@@ -29,7 +29,7 @@ def _cmd_check(args):
 
 
 def _print_compile_note(model, batch_size, backend):
-    print(f"Preparing compiled kernels for {model.dtype.name} (compiled on first use, about 20 s; "
+    print(f"Preparing compiled kernels for {model.dtype.name} (compiled on first use: 20-60 s by CPU; "
           f"loaded from the disk cache afterwards)...", flush=True)
     seconds = model.warmup(batch_size, backend)
     print(f"  kernels ready in {seconds:.1f} s", flush=True)
@@ -64,8 +64,9 @@ def _cmd_train(args):
         print(f"wrote {args.plot}")
     what = "test accuracy" if data.task == "classification" else "test R^2"
     shown = f"{100 * score:.2f}%" if data.task == "classification" else f"{score:.4f}"
+    final = f"final train loss {history.loss[-1]:.4f}" if history.loss else "untrained: --epochs 0"
     print(f"{what} {shown} on {data.name} after {history.epochs} epochs "
-          f"(final train loss {history.loss[-1]:.4f}); wall time {wall:.1f} s, training {history.seconds:.2f} s")
+          f"({final}); wall time {wall:.1f} s, training {history.seconds:.2f} s")
     return 0
 
 
@@ -78,6 +79,14 @@ def _cmd_predict(args):
     if data.n_features != model.sizes[0]:
         raise ValueError(f"{args.model}: the model expects {model.sizes[0]} features, "
                          f"data set {data.name!r} has {data.n_features}")
+    if model.is_classifier != (data.task == "classification"):
+        kind = "classifier" if model.is_classifier else "regression model"
+        raise ValueError(f"{args.model}: a {kind} ({model.output} output) cannot be scored on {data.name!r}, "
+                         f"a {data.task} data set")
+    n_out = 2 if model.output == "sigmoid" and model.sizes[-1] == 1 else model.sizes[-1]
+    if model.is_classifier and n_out != data.n_classes:
+        raise ValueError(f"{args.model}: the model has {n_out} classes, data set {data.name!r} has "
+                         f"{data.n_classes}")
     score = model.score(data.X_test, data.y_test)
     if data.task == "classification":
         print(f"{args.model}: test accuracy {100 * score:.2f}% on {data.name} ({data.X_test.shape[0]} rows)")
