@@ -98,18 +98,25 @@ def number(name, value, low, high=None, low_open=False, high_open=True):
 
 # ---- the kernels' arguments (row convention unless named col) -------------------------------------
 
-def dense_layer(A_prev, W, b=None):
-    """A_prev (m, n_in), W (n_in, n_out), b (n_out,) of one float dtype."""
+def _layer(A_prev, W, b, col):
+    """A layer's A_prev, W (and b) in either convention: ``col`` puts units first (W (n_out, n_in),
+    A_prev (n_in, m)), the row convention puts them last (W (n_in, n_out), A_prev (m, n_in))."""
     A_prev = float_array("A_prev", A_prev, 2)
     W = float_array("W", W, 2)
-    shape("W", W, (A_prev.shape[1], None), "(n_in, n_out)")
+    n_in = A_prev.shape[0 if col else 1]
+    shape("W", W, (None, n_in) if col else (n_in, None), "(n_out, n_in)" if col else "(n_in, n_out)")
     if b is None:
         same_dtype(A_prev=A_prev, W=W)
         return A_prev, W
     b = float_array("b", b, 1)
-    shape("b", b, (W.shape[1],), "(n_out,)")
+    shape("b", b, (W.shape[0 if col else 1],), "(n_out,)")
     same_dtype(A_prev=A_prev, W=W, b=b)
     return A_prev, W, b
+
+
+def dense_layer(A_prev, W, b=None):
+    """A_prev (m, n_in), W (n_in, n_out), b (n_out,) of one float dtype."""
+    return _layer(A_prev, W, b, col=False)
 
 
 def dense_delta(dZ, A_prev, W):
@@ -162,16 +169,7 @@ def param_blocks(theta, **blocks):
 
 def col_layer(A_prev, W, b=None):
     """Column convention: A_prev (n_in, m), W (n_out, n_in), b (n_out,)."""
-    A_prev = float_array("A_prev", A_prev, 2)
-    W = float_array("W", W, 2)
-    shape("W", W, (None, A_prev.shape[0]), "(n_out, n_in)")
-    if b is None:
-        same_dtype(A_prev=A_prev, W=W)
-        return A_prev, W
-    b = float_array("b", b, 1)
-    shape("b", b, (W.shape[0],), "(n_out,)")
-    same_dtype(A_prev=A_prev, W=W, b=b)
-    return A_prev, W, b
+    return _layer(A_prev, W, b, col=True)
 
 
 def col_delta(dZ, A_prev, W):
