@@ -10,17 +10,27 @@ from hypothesis import strategies as st
 
 from loopgrad import kernels, reference
 from loopgrad.kernels import _gemm
-from loopgrad.twins import CASES, LAYOUTS, compare
+from loopgrad.twins import CASES, IMPLEMENTATIONS, LAYOUTS, applies, compare
 
 dims = st.integers(min_value=1, max_value=40)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+PAIRS = [(impl, name) for impl in IMPLEMENTATIONS for name in sorted(CASES) if applies(name, impl)]
+
+
+@pytest.mark.parametrize("impl,name", PAIRS)
 @given(m=dims, n_in=dims, n_out=dims, dtype=st.sampled_from(["float32", "float64"]),
        layout=st.sampled_from(LAYOUTS), scale=st.sampled_from([1.0, 1e-3, 1e3]), seed=st.integers(0, 2**16))
-def test_kernel_matches_twin(name, m, n_in, n_out, dtype, layout, scale, seed):
-    diff, tol, shapes = compare(name, m, n_in, n_out, dtype, layout, scale, seed)
-    assert diff <= tol, f"{name} {dtype} {layout} {shapes}: max |diff| {diff:.3e} > tol {tol:.3e}"
+def test_kernel_matches_twin(impl, name, m, n_in, n_out, dtype, layout, scale, seed):
+    diff, tol, shapes = compare(name, m, n_in, n_out, dtype, layout, scale, seed, impl=impl)
+    assert diff <= tol, f"{impl} {name} {dtype} {layout} {shapes}: max |diff| {diff:.3e} > tol {tol:.3e}"
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(CASES) if applies(n, "textbook")])
+@given(m=dims, n_in=dims, n_out=dims, dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16))
+def test_textbook_loops_match_the_tuned_kernels(name, m, n_in, n_out, dtype, seed):
+    diff, tol, shapes = compare(name, m, n_in, n_out, dtype, seed=seed, impl="textbook", against="kernels")
+    assert diff <= tol, f"textbook vs tuned {name} {dtype} {shapes}: max |diff| {diff:.3e} > tol {tol:.3e}"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels, reference
+from .kernels import col as kernels_col
 from .kernels import optim as kernels_optim
+from .kernels import textbook as kernels_textbook
+from .reference import col as reference_col
 from .reference import optim as reference_optim
+from .reference import textbook as reference_textbook
 from .optim import SGD, Adam
 from .tables import ACTIVATIONS, ADAM_CODE, LOSSES, OPTIMIZERS, SGD_CODE
 
@@ -135,14 +139,53 @@ def relayout(x, layout, rng=None):
     return view
 
 
-def compare(name, m, n_in, n_out, dtype, layout="C", scale=1.0, seed=0):
-    """Run case ``name`` on both twins; returns (max abs diff, tolerance, shapes of the inputs)."""
+class _ColumnConvention:
+    """A column-convention module seen through row-convention arrays: 2-D arguments go in
+    transposed and results come back transposed (per-example (m, n_out, n_in) to (m, n_in, n_out)),
+    so the one table of cases checks the column kernels too. Transposing is exact."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __getattr__(self, name):
+        fn = getattr(self.module, name)
+
+        def as_rows(*args):
+            out = fn(*(np.ascontiguousarray(a.T) if isinstance(a, np.ndarray) and a.ndim == 2 else a for a in args))
+            many = out if isinstance(out, tuple) else (out,)
+            back = tuple(o.T if o.ndim == 2 else o.transpose(0, 2, 1) if o.ndim == 3 else o for o in map(np.asarray, many))
+            return back if isinstance(out, tuple) else back[0]
+        return as_rows
+
+
+# Implementations of the same equations, each with its NumPy twin: the tuned kernels, the textbook
+# loops (literal loop nests, kernels/textbook.py), and the column-convention loops (kernels/col.py).
+IMPLEMENTATIONS = {
+    "kernels": (kernels, reference),
+    "textbook": (kernels_textbook, reference_textbook),
+    "col": (_ColumnConvention(kernels_col), _ColumnConvention(reference_col)),
+}
+
+
+def applies(name, impl):
+    """The optimizer updates exist in the tuned kernels only."""
+    return impl == "kernels" or not CASES[name].optim
+
+
+def compare(name, m, n_in, n_out, dtype, layout="C", scale=1.0, seed=0, impl="kernels", against="twin"):
+    """Run case ``name`` on implementation ``impl`` and on its NumPy twin (or, with
+    ``against="kernels"``, on the tuned kernels); returns (max abs diff, tolerance, shapes of the inputs)."""
     case = CASES[name]
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
     args = case.inputs(rng, m, n_in, n_out, dtype, scale)
-    loops = case.call(kernels_optim if case.optim else kernels, *(relayout(a, layout) for a in args))
-    numpy = case.call(reference_optim if case.optim else reference, *args)
+    loops_mod, twin_mod = IMPLEMENTATIONS[impl]
+    if case.optim:
+        loops_mod, twin_mod = kernels_optim, reference_optim
+    if against == "kernels":
+        twin_mod = kernels
+    loops = case.call(loops_mod, *(relayout(a, layout) for a in args))
+    numpy = case.call(twin_mod, *args)
     if case.multilinear:
         bound = case.call(reference, *(np.abs(a) for a in args))
     else:

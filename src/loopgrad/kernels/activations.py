@@ -180,6 +180,8 @@ def activation_forward(name, Z):
     """F2 ``A[i,j] = g(Z[i,j])``; F3 for softmax ``A[i,j] = exp(Z[i,j]-M_i) / sum_k exp(Z[i,k]-M_i)``.
 
     Z (m, n) -> A (m, n), same dtype.
+
+    Textbook loop: ``kernels/textbook.py`` ``activation_forward`` (the literal loop nest of the same sum).
     """
     code = activation_code(name)
     Z = _checks.float_array("Z", Z, 2)
@@ -193,6 +195,8 @@ def activation_backward(name, dA, Z, A):
 
     dA, Z, A (m, n) -> dZ (m, n). ``A = g(Z)`` is passed so that sigmoid, tanh
     and softmax reuse the forward's values.
+
+    Textbook loop: ``kernels/textbook.py`` ``activation_backward`` (the literal loop nest of the same sum).
     """
     code = activation_code(name)
     dA, Z, A = _checks.activation_pair(dA, Z, A)

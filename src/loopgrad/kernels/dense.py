@@ -206,6 +206,8 @@ def dense_forward(A_prev, W, b):
     """F1 ``Z[i,j] = sum_k A_prev[i,k] * W[k,j] + b[j]``.
 
     A_prev (m, n_in), W (n_in, n_out), b (n_out,) -> Z (m, n_out).
+
+    Textbook loop: ``kernels/textbook.py`` ``dense_forward`` (the literal loop nest of the same sum).
     """
     A_prev, W, b = _checks.dense_layer(A_prev, W, b)
     Z = np.empty((A_prev.shape[0], W.shape[1]), dtype=W.dtype)
@@ -218,6 +220,8 @@ def dense_backward(dZ, A_prev, W):
     B3 ``db[k] = (1/m) sum_i dZ[i,k]``.
 
     dZ (m, n_out), A_prev (m, n_in), W (n_in, n_out) -> dA_prev (m, n_in), dW (n_in, n_out), db (n_out,).
+
+    Textbook loop: ``kernels/textbook.py`` ``dense_backward`` (the literal loop nest of the same sum).
     """
     dZ, A_prev, W = _checks.dense_delta(dZ, A_prev, W)
     m, n_in = A_prev.shape
@@ -236,6 +240,8 @@ def per_example_weight_grads(A_prev, dZ):
     """B1 ``dW(i)[j,k] = A_prev[i,j] * dZ[i,k]`` (no 1/m: their mean is B2's dW).
 
     A_prev (m, n_in), dZ (m, n_out) -> (m, n_in, n_out).
+
+    Textbook loop: ``kernels/textbook.py`` ``per_example_weight_grads`` (the literal loop nest of the same sum).
     """
     A_prev, dZ = _checks.example_pair(A_prev, dZ)
     G = np.empty((A_prev.shape[0], A_prev.shape[1], dZ.shape[1]), dtype=dZ.dtype)
@@ -247,6 +253,8 @@ def per_example_sq_norms(A_prev, dZ):
     """N1 ``||dW(i)||^2 + ||db(i)||^2 = (sum_j A_prev[i,j]^2 + 1) * sum_k dZ[i,k]^2``.
 
     A_prev (m, n_in), dZ (m, n_out) -> (m,). Never forms a dW(i).
+
+    Textbook loop: ``kernels/textbook.py`` ``per_example_sq_norms`` (the literal loop nest of the same sum).
     """
     A_prev, dZ = _checks.example_pair(A_prev, dZ)
     out = np.empty(A_prev.shape[0], dtype=dZ.dtype)

@@ -67,6 +67,8 @@ def loss_forward(name, Z_L, Y):
     binary cross-entropy through log-sigmoid, squared error ``0.5 ||a - y||^2``.
 
     Z_L (m, n_L), Y (m, n_L) -> J, a scalar of the inputs' dtype.
+
+    Textbook loop: ``kernels/textbook.py`` ``loss_forward`` (the literal loop nest of the same sum).
     """
     code = loss_code(name)
     Z_L, Y = _checks.targets("Z_L", Z_L, Y)
@@ -79,6 +81,8 @@ def output_delta(name, A_L, Y):
     """B8 ``dZ[L][i,k] = A[L][i,k] - Y[i,k]`` for each matched output/loss pair.
 
     A_L (m, n_L), Y (m, n_L) -> dZ_L (m, n_L), per example (no 1/m).
+
+    Textbook loop: ``kernels/textbook.py`` ``output_delta`` (the literal loop nest of the same sum).
     """
     loss_code(name)
     A_L, Y = _checks.targets("A_L", A_L, Y)
