@@ -5,7 +5,13 @@ Every timing is preceded by a correctness check against the NumPy twin. PyTorch 
 it is installed (``pip install torch==2.13.0``). One runtime is busy at a time: numba, OpenBLAS and
 PyTorch each use 2 threads, one after the other, in the same process.
 """
-import numpy as np
+import os
+
+# Tests and benchmarks run the tuned kernels from the first call (compiling them in the process),
+# never the NumPy stand-in of a cold start: loopgrad.tiers is tested on its own, in subprocesses.
+os.environ.setdefault("LOOPGRAD_TIER", "tuned")
+
+import numpy as np  # noqa: E402
 import pytest
 
 try:

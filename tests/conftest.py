@@ -1,4 +1,10 @@
-import numpy as np
+import os
+
+# Tests and benchmarks run the tuned kernels from the first call (compiling them in the process),
+# never the NumPy stand-in of a cold start: loopgrad.tiers is tested on its own, in subprocesses.
+os.environ.setdefault("LOOPGRAD_TIER", "tuned")
+
+import numpy as np  # noqa: E402
 import pytest
 from hypothesis import settings
 

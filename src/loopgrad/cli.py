@@ -36,6 +36,12 @@ def _cmd_check(args):
 
 
 def _print_compile_note(model, batch_size, backend):
+    from . import tiers
+
+    note = tiers.describe(model.dtype.name) if backend == "loops" else None
+    if note:
+        print(note, flush=True)
+        return
     print(f"Preparing compiled kernels for {model.dtype.name} (compiled on first use: 20-60 s by CPU; "
           f"loaded from the disk cache afterwards)...", flush=True)
     seconds = model.warmup(batch_size, backend)
@@ -74,6 +80,18 @@ def _cmd_train(args):
     final = f"final train loss {history.loss[-1]:.4f}" if history.loss else "untrained: --epochs 0"
     print(f"{what} {shown} on {data.name} after {history.epochs} epochs "
           f"({final}); wall time {wall:.1f} s, training {history.seconds:.2f} s")
+    return 0
+
+
+def _cmd_warmup(args):
+    from . import tiers
+
+    for dtype in args.dtype:
+        seconds = tiers.warmup(dtype, wait=not args.if_free)
+        if seconds is None:
+            print(f"{dtype}: another warm-up is compiling these kernels now; skipped")
+        else:
+            print(f"{dtype}: tuned kernels ready in {seconds:.1f} s (numba's disk cache)")
     return 0
 
 
@@ -150,6 +168,14 @@ def build_parser():
     r.add_argument("--data", choices=NAMES, default="digits")
     r.add_argument("--seed", type=int, default=0, help="split seed used at training (default 0)")
     r.set_defaults(func=_cmd_predict)
+
+    w = sub.add_parser("warmup", help="compile the tuned loop kernels into numba's disk cache now",
+                       description="Compile (or load) the tuned kernels that fit, predict and gradients run, "
+                                   "for each dtype, into numba's disk cache, so that no later run waits for them "
+                                   "(for deployments; a cold 'loopgrad train' starts one in the background).")
+    w.add_argument("--dtype", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
+    w.add_argument("--if-free", action="store_true", help="skip a dtype that another warm-up is compiling now")
+    w.set_defaults(func=_cmd_warmup)
 
     from . import bench_cli, explain
     bench_cli.register(sub)

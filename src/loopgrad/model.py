@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks, io, kernels, layout
+from . import _checks, io, kernels, layout, tiers
 from . import optim as _optim
 from .kernels import network as loop_network
 from .reference import network as numpy_network
@@ -26,10 +26,17 @@ NOISE_BLOCK = 1 << 22
 
 
 def network(backend):
-    """The network module of a backend name: ``"loops"`` or ``"numpy"``."""
+    """The network module of a backend name: ``"loops"`` (the tuned kernels) or ``"numpy"``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected 'loops' or 'numpy', got {backend!r}")
     return BACKENDS[backend]
+
+
+def running(backend, dtype):
+    """The module that runs ``backend`` for ``dtype`` now: for ``"loops"`` the tuned kernels, or their
+    NumPy twin while the tuned kernels compile in the background on a cold machine (``loopgrad.tiers``)."""
+    network(backend)
+    return tiers.loops_backend(dtype) if backend == "loops" else network(backend)
 
 
 class Training(NamedTuple):
@@ -189,7 +196,7 @@ class MLP:
         the block's forward done (and its targets loaded when Y is given)."""
         net = layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta)
         buf = layout.make_buffers(self.layers, min(X.shape[0], PASS_ROWS), self.dtype)
-        backend = network(backend)
+        backend = running(backend, self.dtype.name)
         for start in range(0, X.shape[0], buf.rows):
             m = layout.load_batch(buf, X[start:start + buf.rows], None if Y is None else Y[start:start + buf.rows])
             backend.forward_into(net, buf, m)
@@ -319,16 +326,21 @@ class MLP:
         return _train(self, opt, X, Y, val, plan, rng)
 
     def warmup(self, batch_size=32, backend="loops"):
-        """Run one throw-away epoch of one batch so that the kernels ``fit`` uses are compiled
-        (or loaded from the disk cache); returns the seconds it took."""
+        """Compile (or load from the disk cache) every kernel of ``backend`` that ``fit``, ``predict``
+        and ``gradients`` run, on throw-away buffers; returns the seconds it took. For ``"loops"`` these
+        are the tuned kernels, whatever tier this process runs (``loopgrad.tiers``)."""
         m = max(1, int(batch_size))
         probe = MLP(self.sizes, self.hidden, self.output, self.dtype.name)
         net, buf, update = probe.training_buffers(m, _optim.Adam())
         X = np.zeros((m, self.sizes[0]), self.dtype)
         Y = np.zeros((m, self.sizes[-1]), self.dtype)
         t0 = time.perf_counter()
-        network(backend).train_epoch_into(net, buf, X, Y, np.arange(m), m, update, 0,
-                                          _optim.SGD().noise(1, probe.n_params, self.dtype))
+        module = network(backend)
+        module.train_epoch_into(net, buf, X, Y, np.arange(m), m, update, 0,
+                                _optim.SGD().noise(1, probe.n_params, self.dtype))
+        module.forward_into(net, buf, m)
+        module.cost(net, buf, m)
+        module.gradients_into(net, buf, m, 0.0)
         return time.perf_counter() - t0
 
     # ---- save / load ----------------------------------------------------------------------------------
@@ -380,16 +392,17 @@ class _Plan:
 
 def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend):
     """One epoch as one compiled call (several when DP-SGD's noise block would be too large);
-    returns (sum of m_b J_b, steps taken)."""
+    returns (sum of m_b J_b, steps taken). On a cold machine the first epochs may run on the NumPy
+    twin while the tuned kernels compile (``loopgrad.tiers``)."""
     n_batches = -(-order.size // batch_size)
     per_call = max(1, NOISE_BLOCK // model.n_params) if opt.per_step_noise else n_batches
     total = 0.0
     for first in range(0, n_batches, per_call):
         steps = min(per_call, n_batches - first)
         part = order[first * batch_size:(first + steps) * batch_size]
-        total += network(backend).train_epoch_into(training.net, training.buf, X, Y, part, batch_size,
-                                                   training.update, t + first,
-                                                   opt.noise(steps, model.n_params, model.dtype))
+        total += running(backend, model.dtype.name).train_epoch_into(
+            training.net, training.buf, X, Y, part, batch_size, training.update, t + first,
+            opt.noise(steps, model.n_params, model.dtype))
     return total, n_batches
 
 

@@ -1,0 +1,142 @@
+"""Tiered start: a first result in seconds while the tuned loop kernels compile once, in the background.
+
+The tuned kernels (``loopgrad.kernels.network``) take 20-60 s to compile on a 2-core machine, once
+per dtype; numba then keeps them in its disk cache and later processes load them in under a
+second. On a machine where they are not cached yet, ``backend="loops"`` answers with their NumPy
+twin (``loopgrad.reference.network``: same buffers, same signatures, nothing to compile) and
+starts one detached ``loopgrad warmup`` process that compiles the tuned kernels into the cache.
+``fit`` switches to the tuned kernels at the next epoch boundary after they are ready.
+
+So a cold first run's numbers come from the NumPy twin: they agree with the tuned kernels' within
+the twin tolerance (``loopgrad.twins``), not bit for bit; every run after it uses the tuned
+kernels and is bitwise reproducible. Set ``LOOPGRAD_TIER=tuned`` to always compile the tuned
+kernels in the process itself (the behaviour before tiers), or run ``loopgrad warmup`` once after
+installing (for deployments and benchmarks).
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ENV = "LOOPGRAD_TIER"
+MODES = ("auto", "tuned")
+_state = {}  # dtype name -> "tuned" | subprocess.Popen of the background compile | "compile-here"
+
+
+def mode():
+    value = os.environ.get(ENV, "auto")
+    if value not in MODES:
+        raise ValueError(f"{ENV}: expected one of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
+def _probe(dtype):
+    """Arguments of the tuned epoch for a tiny network of ``dtype``: numba's types depend on the dtype
+    and layouts only, not on the sizes, so these stand for any model."""
+    import numpy as np
+
+    from . import model, optim
+
+    m = model.MLP([1, 1, 1], dtype=dtype)
+    net, buf, update = m.training_buffers(1, optim.SGD())
+    one = np.zeros((1, 1), m.dtype)
+    noise = optim.SGD().noise(1, m.n_params, m.dtype)
+    return net, buf, one, one, np.arange(1), 1, update, 0, noise
+
+
+def _loaded(dispatcher, args):
+    """Whether ``dispatcher`` has machine code for ``args``: compiled in this process, or loaded
+    now from numba's disk cache (the steps numba's own dispatcher takes before compiling)."""
+    from numba.core.typing.typeof import Purpose, typeof
+
+    sig = tuple(typeof(a, Purpose.argument) for a in args)
+    if sig in dispatcher.overloads:
+        return True
+    cres = dispatcher._cache.load_overload(sig, dispatcher.targetctx)
+    if cres is None:
+        return False
+    dispatcher.targetctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+    dispatcher.add_overload(cres)
+    return True
+
+
+def tuned_ready(dtype):
+    """True when the tuned epoch for ``dtype`` is compiled or in the disk cache. A warm-up compiles it
+    first and the other entry points (forward, cost, gradients) right after; numba loads those from
+    the cache on their first call (each load costs about 0.3 s, so none is loaded before it is needed).
+    Where this cannot be told (numba's internals changed, or ``NUMBA_DISABLE_JIT``), True: the
+    kernels then compile in the process on first use, as they would without tiers."""
+    from .kernels import network
+
+    try:
+        return _loaded(network.train_epoch_into, _probe(dtype))
+    except Exception:  # noqa: BLE001 - any failure means: do not guess, compile as usual
+        return True
+
+
+def lock_path(dtype):
+    """The file a warm-up holds locked while it compiles, so that concurrent cold starts compile once."""
+    folder = os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir()
+    return os.path.join(folder, f"loopgrad-warmup-{dtype}-{os.getuid() if hasattr(os, 'getuid') else 0}.lock")
+
+
+def warmup(dtype, wait=True):
+    """Compile (or load) the tuned kernels for ``dtype`` under the warm-up lock; returns the seconds
+    it took, or None when another process holds the lock and ``wait`` is False."""
+    import fcntl
+
+    from .model import MLP
+
+    os.makedirs(os.path.dirname(lock_path(dtype)), exist_ok=True)
+    with open(lock_path(dtype), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return None
+        t0 = time.perf_counter()
+        MLP([2, 3, 2], dtype=dtype).warmup()
+        return time.perf_counter() - t0
+
+
+def _start_background(dtype):
+    try:
+        return subprocess.Popen([sys.executable, "-m", "loopgrad", "warmup", "--dtype", dtype, "--if-free"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, close_fds=True)
+    except OSError:
+        return "compile-here"
+
+
+def loops_backend(dtype):
+    """The module that runs ``backend="loops"`` for ``dtype`` now: the tuned kernels once they are
+    compiled or cached, else their NumPy twin while a background process compiles them."""
+    from .kernels import network
+    from .reference import network as numpy_network
+
+    dtype = str(dtype)
+    state = _state.get(dtype)
+    if state in ("tuned", "compile-here") or mode() == "tuned":
+        return network
+    if state is None:
+        if tuned_ready(dtype):
+            _state[dtype] = "tuned"
+            return network
+        _state[dtype] = state = _start_background(dtype)
+        if state == "compile-here":
+            return network
+    if state.poll() is None:
+        return numpy_network
+    # the background compile has ended: its kernels are in the cache, or it failed and they compile here
+    _state[dtype] = "tuned" if state.returncode == 0 and tuned_ready(dtype) else "compile-here"
+    return network
+
+
+def describe(dtype):
+    """One line for the CLI on how ``backend="loops"`` will run for ``dtype`` in this process."""
+    from .kernels import network
+
+    if loops_backend(dtype) is network:
+        return None
+    return (f"First run on this machine: the tuned loop kernels for {dtype} are compiling in the background "
+            f"(20-60 s, once); this run trains with their NumPy twin (same results within the twin tolerance).")

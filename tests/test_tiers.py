@@ -1,0 +1,60 @@
+"""Cold start: the NumPy twin trains while the tuned kernels compile once, in the background."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from loopgrad import tiers
+
+MAIN_JOB = [sys.executable, "-m", "loopgrad", "train", "--data", "iris", "--hidden", "8", "--epochs", "15",
+            "--quiet"]
+
+
+def _env(cache):
+    env = {k: v for k, v in os.environ.items() if k != tiers.ENV}  # the default tier, as a user has it
+    env["NUMBA_CACHE_DIR"] = str(cache)
+    return env
+
+
+def _result(out):
+    """The summary's accuracy and final loss, e.g. ('96.67%', '0.1234')."""
+    m = re.search(r"test accuracy (\S+) on iris after 15 epochs \(final train loss (\S+)\)", out)
+    assert m, out
+    return m.groups()
+
+
+def test_cold_starts_train_at_once_and_the_warm_run_agrees(tmp_path):
+    """Three processes start the main job at the same time on one empty kernel cache: all finish
+    with the same result from the NumPy twin, without waiting for a compile. After the (one)
+    background compile, a new run uses the tuned kernels and agrees with the cold runs."""
+    env = _env(tmp_path)
+    procs = [subprocess.Popen(MAIN_JOB, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert all("First run on this machine" in out for out, _ in outs)
+    cold = {_result(out) for out, _ in outs}
+    assert len(cold) == 1
+    # wait for the background compile (a blocking warm-up queues behind its lock, then loads the cache)
+    subprocess.run([sys.executable, "-m", "loopgrad", "warmup", "--dtype", "float32"], env=env, check=True,
+                   timeout=900, capture_output=True)
+    warm = subprocess.run(MAIN_JOB, env=env, capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "kernels ready" in warm and "First run" not in warm
+    (acc_cold, loss_cold), = cold
+    acc_warm, loss_warm = _result(warm)
+    assert acc_warm == acc_cold
+    assert abs(float(loss_warm) - float(loss_cold)) <= 1e-3 * float(loss_cold)  # within float32 twin tolerance
+
+
+def test_an_unknown_tier_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(tiers.ENV, "fast")
+    with pytest.raises(ValueError, match="LOOPGRAD_TIER: expected one of auto, tuned, got 'fast'"):
+        tiers.mode()
+
+
+def test_compiled_tuned_kernels_are_seen_as_ready():
+    import loopgrad as lg
+    lg.MLP([2, 2], dtype="float64").warmup(4)
+    assert tiers.tuned_ready("float64")
