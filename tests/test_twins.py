@@ -73,9 +73,10 @@ def test_float32_is_accumulated_in_float32(rng, m):
     assert all(g.dtype == np.float32 for g in kernels.dense_backward(Z, A, W))
 
 
+@pytest.mark.parametrize("nt_rows", [_gemm.nt_rows_4x4, _gemm.nt_rows_4x3], ids=["4x4", "4x3"])
 @given(m=dims, k=st.integers(1, 70), n=dims, dtype=st.sampled_from(["float32", "float64"]),
        acc=st.booleans(), seed=st.integers(0, 2**16))
-def test_tuned_products_match_their_naive_forms(m, k, n, dtype, acc, seed):
+def test_tuned_products_match_their_naive_forms(nt_rows, m, k, n, dtype, acc, seed):
     """The tuned products of _gemm against the literal triple loops beside them, over row ranges
     that start inside the matrix and across the 4 x 4 blocks' remainders."""
     rng = np.random.default_rng(seed)
@@ -89,7 +90,7 @@ def test_tuned_products_match_their_naive_forms(m, k, n, dtype, acc, seed):
     assert np.abs(C1 - C2).max() <= tol
     C1[...] = C2[...] = rng.standard_normal((m, n))
     BT = np.ascontiguousarray(B.T)
-    _gemm.nt_rows(X, BT, C1, i0, m, acc)
+    nt_rows(X, BT, C1, i0, m, acc)
     _gemm.nt_rows_naive(X, BT, C2, i0, m, acc)
     assert np.abs(C1 - C2).max() <= tol + 4 * np.finfo(dtype).eps * np.abs(C2).max()
     assert (C1[:i0] == C2[:i0]).all()  # rows outside the range are left alone

@@ -91,9 +91,10 @@ def nn_rows(X, B, C, i0, i1):
 
 
 @jit
-def nt_rows(X, Y, C, i0, i1, acc):
+def nt_rows_4x4(X, Y, C, i0, i1, acc):
     """C[i,j] = sum_k X[i,k] * Y[j,k] for rows i0 <= i < i1 (overwrites C's rows, or adds to
-    them when ``acc``): the product of B4, and of F1 and B2 on transposed operands.
+    them when ``acc``): the product of B4, and of F1 and B2 on transposed operands. For CPUs with
+    32 vector registers (AVX-512); ``nt_rows`` names this or ``nt_rows_4x3``.
 
     The "dot" form: both operands are contiguous along the summed index k, and a 4 x 4 block of
     outputs is kept in 16 scalar accumulators, which LLVM turns into vector registers (fastmath
@@ -193,6 +194,111 @@ def nt_rows(X, Y, C, i0, i1, acc):
 
 
 @jit
+def nt_rows_4x3(X, Y, C, i0, i1, acc):
+    """``nt_rows_4x4`` (B4; F1 and B2 on transposed operands) with a 4 x 3 block, for CPUs with 16
+    vector registers (AVX2): 12 accumulators
+    and 7 operands stay in registers where 16 + 8 would spill. On a 2-core AVX2 EPYC, one thread:
+    52-54 GFLOP/s at 256x784x256 and 1024^3 against 35-37 for the 4 x 4 block (OpenBLAS: 68-70)."""
+    K = X.shape[1]
+    N = Y.shape[0]
+    zero = C.dtype.type(0.0)
+    i4 = i0 + (i1 - i0) // 4 * 4
+    j = 0
+    while j + 3 <= N:
+        b0 = Y[j]
+        b1 = Y[j + 1]
+        b2 = Y[j + 2]
+        for i in range(i0, i4, 4):
+            a0 = X[i]
+            a1 = X[i + 1]
+            a2 = X[i + 2]
+            a3 = X[i + 3]
+            c00 = c01 = c02 = c10 = c11 = c12 = zero
+            c20 = c21 = c22 = c30 = c31 = c32 = zero
+            # C[i+r,j+s] = sum_k X[i+r,k] * Y[j+s,k]
+            for k in range(K):
+                x0 = a0[k]
+                x1 = a1[k]
+                x2 = a2[k]
+                x3 = a3[k]
+                y0 = b0[k]
+                y1 = b1[k]
+                y2 = b2[k]
+                c00 += x0 * y0
+                c01 += x0 * y1
+                c02 += x0 * y2
+                c10 += x1 * y0
+                c11 += x1 * y1
+                c12 += x1 * y2
+                c20 += x2 * y0
+                c21 += x2 * y1
+                c22 += x2 * y2
+                c30 += x3 * y0
+                c31 += x3 * y1
+                c32 += x3 * y2
+            if acc:
+                c00 += C[i, j]
+                c01 += C[i, j + 1]
+                c02 += C[i, j + 2]
+                c10 += C[i + 1, j]
+                c11 += C[i + 1, j + 1]
+                c12 += C[i + 1, j + 2]
+                c20 += C[i + 2, j]
+                c21 += C[i + 2, j + 1]
+                c22 += C[i + 2, j + 2]
+                c30 += C[i + 3, j]
+                c31 += C[i + 3, j + 1]
+                c32 += C[i + 3, j + 2]
+            C[i, j], C[i, j + 1], C[i, j + 2] = c00, c01, c02
+            C[i + 1, j], C[i + 1, j + 1], C[i + 1, j + 2] = c10, c11, c12
+            C[i + 2, j], C[i + 2, j + 1], C[i + 2, j + 2] = c20, c21, c22
+            C[i + 3, j], C[i + 3, j + 1], C[i + 3, j + 2] = c30, c31, c32
+        for i in range(i4, i1):
+            a0 = X[i]
+            c0 = c1 = c2 = zero
+            for k in range(K):
+                x = a0[k]
+                c0 += x * b0[k]
+                c1 += x * b1[k]
+                c2 += x * b2[k]
+            if acc:
+                c0 += C[i, j]
+                c1 += C[i, j + 1]
+                c2 += C[i, j + 2]
+            C[i, j], C[i, j + 1], C[i, j + 2] = c0, c1, c2
+        j += 3
+    while j < N:
+        b0 = Y[j]
+        for i in range(i0, i1):
+            a0 = X[i]
+            c = zero
+            # C[i,j] = sum_k X[i,k] * Y[j,k]
+            for k in range(K):
+                c += a0[k] * b0[k]
+            C[i, j] = C[i, j] + c if acc else c
+        j += 1
+
+
+def _wide_vector_registers():
+    """Whether numba compiles for a CPU with AVX-512 (32 vector registers): the target numba was
+    told (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) or else the host. Unknown: assume it has them."""
+    try:
+        from numba import config
+        from llvmlite import binding
+
+        if config.CPU_FEATURES:
+            return "+avx512f" in config.CPU_FEATURES
+        return bool(binding.get_host_cpu_features().get("avx512f", False))
+    except Exception:  # noqa: BLE001 - the 4 x 4 block is correct everywhere, only slower on AVX2
+        return True
+
+
+# The dot form that F1, B2 and B4 call, chosen once at import for the CPU numba compiles for
+# (numba's disk cache is per CPU too, so a cached kernel always matches this choice).
+nt_rows = nt_rows_4x4 if _wide_vector_registers() else nt_rows_4x3
+
+
+@jit
 def _transpose_rows(X, XT, r0, j0, j1):
     m = XT.shape[1]
     i = 0
@@ -227,7 +333,7 @@ def nn_rows_naive(X, B, C, i0, i1):
 
 @jit
 def nt_rows_naive(X, Y, C, i0, i1, acc):
-    """The naive form of ``nt_rows`` (B4): C[i,j] (+)= sum_k X[i,k] * Y[j,k], three plain loops."""
+    """The naive form of ``nt_rows_4x4`` and ``nt_rows_4x3`` (B4): C[i,j] (+)= sum_k X[i,k] * Y[j,k], three plain loops."""
     for i in range(i0, i1):
         for j in range(Y.shape[0]):
             s = C.dtype.type(0.0)
