@@ -1,5 +1,6 @@
 """Model files are written atomically and read as untrusted input; failed runs leave no half state."""
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -136,3 +137,110 @@ def test_fit_distributed_restores_and_raises_on_divergence():
         distributed.fit_distributed(model, da.from_array(X, chunks=(16, 3)), da.from_array(y, chunks=16), 30,
                                     lg.SGD(lr=1e3))
     np.testing.assert_array_equal(model.theta, before)
+
+
+_SMALL_KERNEL = ("import numpy as np, warnings\nwarnings.simplefilter('always')\nfrom loopgrad import kernels\n"
+                 "print(kernels.loss_forward('cross_entropy', np.array([[1.0, 2.0, 3.0]]), np.array([[0.0, 0.0, 1.0]])))")
+
+
+def _run_small_kernel(cache):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    return subprocess.run([sys.executable, "-c", _SMALL_KERNEL], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_corrupted_kernel_cache_heals_with_one_warning(tmp_path):
+    first = _run_small_kernel(tmp_path)
+    assert first.returncode == 0 and "CacheWarning" not in first.stderr
+    files = [p for p in tmp_path.rglob("*") if p.suffix in (".nbi", ".nbc")]
+    assert files
+    for p in files:
+        p.write_bytes(p.read_bytes()[:20])  # truncated, as by a crash or a full disk
+    second = _run_small_kernel(tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout == first.stdout
+    assert second.stderr.count("unreadable kernel cache entries") == 1 and "Traceback" not in second.stderr
+    third = _run_small_kernel(tmp_path)
+    assert third.returncode == 0 and third.stdout == first.stdout and "CacheWarning" not in third.stderr
+
+
+def test_an_unwritable_cache_folder_warns():
+    out = _run_small_kernel("/proc/loopgrad-no-cache-here")
+    assert out.returncode == 0
+    assert "NUMBA_CACHE_DIR=/proc/loopgrad-no-cache-here cannot be written" in out.stderr
+
+
+def test_the_cache_goes_stale_with_any_kernel_source(tmp_path):
+    """numba alone watches a function's own file; loopgrad's stamp covers every file kernel code is
+    built from, so an edit to _gemm.py invalidates the cached kernels of dense.py too."""
+    import shutil
+
+    from loopgrad import _numba
+    package = tmp_path / "loopgrad"
+    shutil.copytree(pathlib.Path(_numba.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = _numba.source_stamp(package)
+    (package / "cli.py").write_text((package / "cli.py").read_text() + "\n# not kernel code\n")
+    assert _numba.source_stamp(package) == before
+    gemm = package / "kernels" / "_gemm.py"
+    gemm.write_text(gemm.read_text() + "\n# a changed product\n")
+    assert _numba.source_stamp(package) != before
+
+
+_FORK = """
+import os, warnings, numpy as np, loopgrad as lg
+from loopgrad import kernels
+X = np.random.default_rng(0).standard_normal((512, 300)).astype('float32')
+y = np.arange(512) % 3
+parent = lg.MLP([300, 300, 3], dtype='float32')  # 256 x 300 x 300 multiply-adds: the parallel path
+parent.fit(X, y, epochs=1, batch_size=256, progress=False)
+pid = os.fork()
+if pid == 0:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        child = lg.MLP([300, 300, 3], dtype='float32', seed=1)
+        child.fit(X, y, epochs=3, batch_size=256, progress=False)
+        trained = child.score(X, y) > 0.5 and any('forked' in str(w.message) for w in caught)
+    try:
+        kernels.dense_forward(X, np.ones((300, 300), 'float32'), np.zeros(300, 'float32'))
+        refused = False
+    except RuntimeError as e:
+        refused = 'forked' in str(e) and 'spawn' in str(e)
+    os._exit(0 if trained and refused else 3)
+_, status = os.waitpid(pid, 0)
+print('child', os.waitstatus_to_exitcode(status))
+parent.fit(X, y, epochs=1, batch_size=256, progress=False)
+print('parent trained on')
+"""
+
+
+def test_a_child_forked_after_import_trains_and_is_never_killed():
+    out = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "child 0" in out.stdout and "parent trained on" in out.stdout, (out.stdout, out.stderr[-2000:])
+    assert "Terminating" not in out.stderr
+
+
+_SIGINT = """
+import os, signal, threading, time, numpy as np, loopgrad as lg
+X = np.random.default_rng(0).standard_normal((400_000, 100), dtype=np.float32)
+y = np.arange(400_000) % 10
+m = lg.MLP([100, 2048, 10], dtype='float32')
+m.fit(X[:256], y[:256], epochs=1, batch_size=64, progress=False)  # compiled before the clock starts
+threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+t0 = time.perf_counter()
+try:
+    m.fit(X, y, epochs=50, batch_size=64, progress=False)
+    print('not interrupted')
+except KeyboardInterrupt:
+    print(f'interrupted after {time.perf_counter() - t0:.2f} s; finite {bool(np.isfinite(m.theta).all())}')
+"""
+
+
+def test_ctrl_c_stops_training_within_a_second():
+    """One epoch of 400,000 rows x 100-2048-10 is about 540 GFLOP (about 10 s on the 2-core machine);
+    Ctrl-C after 1 s must stop it at the next mini-batch (milliseconds), not at the end of the epoch,
+    and leave finite parameters. The bound is on responsiveness, which only a clock can show."""
+    out = subprocess.run([sys.executable, "-c", _SIGINT], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    words = out.stdout.split()
+    assert words[0] == "interrupted", out.stdout
+    assert float(words[2]) < 2.0 and words[-1] == "True", out.stdout

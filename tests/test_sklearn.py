@@ -43,3 +43,26 @@ def test_sgd_solver_and_early_stopping():
 def test_bad_solver():
     with pytest.raises(ValueError, match="solver"):
         MLPRegressor(solver="lbfgs").fit(np.ones((4, 2)), np.ones(4))
+
+
+@pytest.mark.parametrize("param,value", [("alpha", "x"), ("max_iter", 0), ("learning_rate_init", -1.0),
+                                         ("batch_size", 0), ("activation", "swish")])
+def test_bad_parameters_are_named_in_scikit_learn_terms(param, value):
+    from sklearn.utils._param_validation import InvalidParameterError
+    with pytest.raises(InvalidParameterError, match=f"'{param}' parameter of MLPClassifier") as e:
+        MLPClassifier(**{param: value}).fit(np.ones((6, 2)), [0, 1] * 3)
+    for internal in ("epochs", "patience", "lr", "beta1", "validation_split"):
+        assert f"'{internal}'" not in str(e.value)
+
+
+def test_a_failed_refit_keeps_the_fitted_state():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 3)), np.array(["a", "b"] * 20)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=20, random_state=0).fit(X, y)
+    before = clf.predict(X), clf.classes_.copy(), clf.n_features_in_, clf.coefs_[0].copy()
+    with pytest.raises(ValueError):
+        clf.fit(np.full((30, 5), np.nan), np.arange(30) % 3)  # new shape, new classes, bad values
+    np.testing.assert_array_equal(clf.predict(X), before[0])
+    np.testing.assert_array_equal(clf.classes_, before[1])
+    assert clf.n_features_in_ == before[2]
+    np.testing.assert_array_equal(clf.coefs_[0], before[3])

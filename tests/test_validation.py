@@ -107,3 +107,20 @@ def test_regression_targets_shape():
     m = lg.MLP([2, 2], output="identity")
     with pytest.raises(ValueError, match=r"Y: expected targets \(m, n_L\) = \(3, 2\)"):
         m.loss(np.ones((3, 2)), np.ones(3))
+
+
+@pytest.mark.parametrize("output,Y,words", [
+    ("sigmoid", [[0.0], [7.0], [1.0]], r"targets in \[0, 1\] for a sigmoid output, got 7.0 at row 1"),
+    ("sigmoid", [[0.0], [-1.0], [1.0]], r"targets in \[0, 1\] for a sigmoid output, got -1.0 at row 1"),
+    ("softmax", [[1, 0], [0, 1], [5, 5]], r"targets in \[0, 1\] for a softmax output, got 5.0 at row 2"),
+    ("softmax", [[1, 0], [0, 1], [0.5, 0.6]], "row 2 sums to 1.1"),
+])
+def test_two_d_classification_targets_are_range_checked(output, Y, words):
+    m = lg.MLP([2, len(Y[0])], output=output)
+    with pytest.raises(ValueError, match=words):
+        m.loss(np.ones((3, 2)), np.array(Y, dtype=float))
+
+
+def test_soft_targets_that_are_distributions_are_accepted():
+    m = lg.MLP([2, 2], output="softmax")
+    assert np.isfinite(m.loss(np.ones((2, 2)), np.array([[0.25, 0.75], [1.0, 0.0]])))

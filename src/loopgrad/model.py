@@ -4,13 +4,14 @@ Every pass (forward, loss, gradients, evaluation, training) runs on the chosen b
 ``"loops"`` (``loopgrad.kernels.network``) or its NumPy twin ``"numpy"``
 (``loopgrad.reference.network``), over buffers that ``loopgrad.layout`` makes.
 """
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks, io, kernels, layout, tiers
+from . import _checks, _numba, io, kernels, layout, tiers
 from . import optim as _optim
 from .kernels import network as loop_network
 from .reference import network as numpy_network
@@ -34,9 +35,18 @@ def network(backend):
 
 def running(backend, dtype):
     """The module that runs ``backend`` for ``dtype`` now: for ``"loops"`` the tuned kernels, or their
-    NumPy twin while the tuned kernels compile in the background on a cold machine (``loopgrad.tiers``)."""
+    NumPy twin while the tuned kernels compile in the background on a cold machine (``loopgrad.tiers``)
+    or in a process forked after the loops' OpenMP thread pool started (``_numba.forked_child``)."""
     network(backend)
-    return tiers.loops_backend(dtype) if backend == "loops" else network(backend)
+    if backend != "loops":
+        return network(backend)
+    if _numba.forked_child():
+        _numba._warn_once("fork", "loopgrad: this process was forked after GNU OpenMP's thread pool started, where "
+                                  "the parallel loop kernels cannot run; it trains and predicts with their NumPy twin "
+                                  "(use multiprocessing's 'spawn' or 'forkserver' context to keep the loops)",
+                          _numba.ForkWarning)
+        return numpy_network
+    return tiers.loops_backend(dtype)
 
 
 class Training(NamedTuple):
@@ -164,7 +174,10 @@ class MLP:
         if Y.ndim == 2:
             if Y.shape[1] != n_L:
                 raise ValueError(f"{arg}: expected shape (m, n_L) = ({m}, {n_L}), got {Y.shape}")
-            return np.ascontiguousarray(Y, dtype=self.dtype)
+            Y = np.ascontiguousarray(Y, dtype=self.dtype)
+            if self.is_classifier:
+                _probability_targets(arg, Y, self.output)
+            return Y
         if not self.is_classifier:
             if n_L != 1:
                 raise ValueError(f"{arg}: expected targets (m, n_L) = ({m}, {n_L}), got shape {Y.shape}")
@@ -259,8 +272,9 @@ class MLP:
         net = layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta)
         buf = layout.make_buffers(self.layers, X.shape[0], self.dtype)
         m = layout.load_batch(buf, X, Y)
-        loop_network.forward_into(net, buf, m)
-        loop_network.gradients_into(net, buf, m, 0.0)
+        backend = running("loops", self.dtype.name)
+        backend.forward_into(net, buf, m)
+        backend.gradients_into(net, buf, m, 0.0)
         views = layout.layer_views(buf, m)
         return [(views[l - 1][1], views[l][2]) for l in range(1, len(views))]
 
@@ -337,7 +351,7 @@ class MLP:
         t0 = time.perf_counter()
         module = network(backend)
         module.train_epoch_into(net, buf, X, Y, np.arange(m), m, update, 0,
-                                _optim.SGD().noise(1, probe.n_params, self.dtype))
+                                _optim.SGD().noise(1, probe.n_params, self.dtype), np.zeros(1, np.int64))
         module.forward_into(net, buf, m)
         module.cost(net, buf, m)
         module.gradients_into(net, buf, m, 0.0)
@@ -353,6 +367,23 @@ class MLP:
     def load(cls, path):
         """Restore a model written by ``save``; never unpickles."""
         return io.read_model(cls, path)
+
+
+def _probability_targets(arg, Y, output):
+    """Targets of a sigmoid output are probabilities (entries in [0, 1]); those of a softmax output
+    are distributions (rows of such entries summing to 1). Anything else gives a negative or
+    meaningless cross-entropy, so it is refused."""
+    bad = np.argwhere((Y < 0) | (Y > 1))
+    if bad.size:
+        i, k = bad[0]
+        raise ValueError(f"{arg}: expected targets in [0, 1] for a {output} output, got {Y[i, k]} at row {i}, "
+                         f"column {k}")
+    if output == "softmax":
+        sums = Y.sum(axis=1, dtype=np.float64)
+        off = np.flatnonzero(np.abs(sums - 1.0) > 1e-6 * Y.shape[1] + (1e-3 if Y.dtype == np.float32 else 0.0))
+        if off.size:
+            raise ValueError(f"{arg}: expected each row of softmax targets to sum to 1 (a one-hot row or a "
+                             f"distribution), row {off[0]} sums to {sums[off[0]]:g}")
 
 
 def _seed(name, seed):
@@ -390,6 +421,32 @@ class _Plan:
     backend: str
 
 
+def _interruptible(call):
+    """Run a compiled call (it releases the GIL) in a worker thread, so that the main thread stays
+    free to take Ctrl-C: it then sets the call's stop flag, waits for the mini-batch in progress to
+    finish (the model stays consistent) and raises KeyboardInterrupt."""
+    stop = np.zeros(1, np.int64)
+    outcome = {}
+
+    def work():
+        try:
+            outcome["value"] = call(stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread below
+            outcome["error"] = e
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+    except KeyboardInterrupt:
+        stop[0] = 1
+        worker.join()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend):
     """One epoch as one compiled call (several when DP-SGD's noise block would be too large);
     returns (sum of m_b J_b, steps taken). On a cold machine the first epochs may run on the NumPy
@@ -400,9 +457,11 @@ def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend):
     for first in range(0, n_batches, per_call):
         steps = min(per_call, n_batches - first)
         part = order[first * batch_size:(first + steps) * batch_size]
-        total += running(backend, model.dtype.name).train_epoch_into(
-            training.net, training.buf, X, Y, part, batch_size, training.update, t + first,
-            opt.noise(steps, model.n_params, model.dtype))
+        module = running(backend, model.dtype.name)
+        noise = opt.noise(steps, model.n_params, model.dtype)
+        part_total, _ = _interruptible(lambda stop: module.train_epoch_into(
+            training.net, training.buf, X, Y, part, batch_size, training.update, t + first, noise, stop))
+        total += part_total
     return total, n_batches
 
 

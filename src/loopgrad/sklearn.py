@@ -7,12 +7,14 @@ estimators where they overlap, and expose the same fitted attributes
 which is weight decay ``alpha / m`` on the weights.
 """
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -23,6 +25,31 @@ _SKLEARN_ACTIVATION = {"logistic": "sigmoid"}
 
 
 class _BaseMLP(BaseEstimator):
+    # Declarative constraints, checked by scikit-learn before any work: errors name the estimator's
+    # own parameters (not loopgrad's fit arguments) and the allowed values.
+    _parameter_constraints = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu", "leaky_relu", "softplus", "gelu"})],
+        "solver": [StrOptions({"adam", "sgd"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "nesterovs_momentum": ["boolean"],
+        "dtype": [StrOptions({"float32", "float64"})],
+    }
+
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
@@ -48,20 +75,24 @@ class _BaseMLP(BaseEstimator):
         self.nesterovs_momentum = nesterovs_momentum
         self.dtype = dtype
 
+    def fit(self, X, y):
+        """Fit to (X, y); if anything fails, the estimator keeps the fitted state it had before."""
+        saved = dict(self.__dict__)
+        try:
+            self._validate_params()
+            return self._fit_data(X, y)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
     def _fit(self, X, Y, output):
         hidden = self.hidden_layer_sizes
         hidden = [hidden] if np.isscalar(hidden) else list(hidden)
+        if not hidden or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
+            raise ValueError(f"hidden_layer_sizes: expected positive integers, got {self.hidden_layer_sizes!r}")
         n = X.shape[0]
-        if self.batch_size == "auto":
-            batch = min(200, n)
-        elif isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1:
-            batch = min(int(self.batch_size), n)
-        else:
-            raise ValueError(f"batch_size: expected 'auto' or an integer >= 1, got {self.batch_size!r}")
-        if self.solver not in ("adam", "sgd"):
-            raise ValueError(f"solver: expected 'adam' or 'sgd', got {self.solver!r}")
-        if not np.isfinite(self.alpha) or self.alpha < 0:
-            raise ValueError(f"alpha: expected a value >= 0, got {self.alpha!r}")
+        batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         decay = self.alpha / batch
         if self.solver == "adam":
             opt = Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon, weight_decay=decay)
@@ -113,7 +144,7 @@ class _BaseMLP(BaseEstimator):
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier: softmax output, or one logistic unit for two classes."""
 
-    def fit(self, X, y):
+    def _fit_data(self, X, y):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -147,7 +178,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         return tags
 
-    def fit(self, X, y):
+    def _fit_data(self, X, y):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True, multi_output=True)
         self._y_1d = y.ndim == 1
         Y = np.asarray(y, dtype=self.dtype).reshape(len(y), -1)

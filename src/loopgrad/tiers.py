@@ -42,7 +42,7 @@ def _probe(dtype):
     net, buf, update = m.training_buffers(1, optim.SGD())
     one = np.zeros((1, 1), m.dtype)
     noise = optim.SGD().noise(1, m.n_params, m.dtype)
-    return net, buf, one, one, np.arange(1), 1, update, 0, noise
+    return net, buf, one, one, np.arange(1), 1, update, 0, noise, np.zeros(1, np.int64)
 
 
 def _loaded(dispatcher, args):

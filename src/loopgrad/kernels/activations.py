@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .. import _checks
-from .._numba import jit, prange
+from .._numba import jit, prange, refuse_in_forked_child
 from ..tables import (
     GELU, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH, activation_code,
 )
@@ -176,6 +176,7 @@ def _activation_backward_into(code, dA, Z, A, dZ):
         _act_row_backward(code, d, Z[i], A[i])
 
 
+@refuse_in_forked_child
 def activation_forward(name, Z):
     """F2 ``A[i,j] = g(Z[i,j])``; F3 for softmax ``A[i,j] = exp(Z[i,j]-M_i) / sum_k exp(Z[i,k]-M_i)``.
 
@@ -190,6 +191,7 @@ def activation_forward(name, Z):
     return A
 
 
+@refuse_in_forked_child
 def activation_backward(name, dA, Z, A):
     """B5 ``dZ[i,p] = dA[i,p] * g'(Z[i,p])``; B7 for softmax ``dZ[i,k] = A[i,k] (dA[i,k] - sum_j dA[i,j] A[i,j])``.
 

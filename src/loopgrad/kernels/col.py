@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _checks
 from .._checks import float_array
-from .._numba import jit, prange
+from .._numba import jit, prange, refuse_in_forked_child
 from . import activations as _row_act
 from . import losses as _row_loss
 
@@ -73,6 +73,7 @@ def _bias_grad_into(dZ, db):
         db[j] = s / db.dtype.type(m)
 
 
+@refuse_in_forked_child
 def dense_forward(A_prev, W, b):
     """F1 (column form) ``Z[j,i] = sum_k W[j,k] A_prev[k,i] + b[j]``.
 
@@ -84,6 +85,7 @@ def dense_forward(A_prev, W, b):
     return Z
 
 
+@refuse_in_forked_child
 def dense_backward(dZ, A_prev, W):
     """B4 ``dA_prev[k,i] = sum_j W[j,k] dZ[j,i]``, B2 ``dW[j,k] = (1/m) sum_i dZ[j,i] A_prev[k,i]``,
     B3 ``db[j] = (1/m) sum_i dZ[j,i]`` (column form).
@@ -98,11 +100,13 @@ def dense_backward(dZ, A_prev, W):
     return dA_prev, dW, db
 
 
+@refuse_in_forked_child
 def activation_forward(name, Z):
     """F2/F3 (column form): ``A[j,i] = g(Z[j,i])``; softmax over each column. Z (n, m) -> A (n, m)."""
     return np.ascontiguousarray(_row_act.activation_forward(name, float_array("Z", Z, 2).T).T)
 
 
+@refuse_in_forked_child
 def activation_backward(name, dA, Z, A):
     """B5/B7 (column form): ``dZ = dA * g'(Z)``, or softmax's Jacobian per column. (n, m) -> (n, m)."""
     return np.ascontiguousarray(_row_act.activation_backward(name, *(float_array(k, x, 2).T for k, x in
@@ -120,6 +124,7 @@ def output_delta(name, A_L, Y):
                                                        float_array("Y", Y, 2).T).T)
 
 
+@refuse_in_forked_child
 def per_example_weight_grads(A_prev, dZ):
     """B1 (column form) ``dW(i)[j,k] = dZ[j,i] * A_prev[k,i]``. A_prev (n_in, m), dZ (n_out, m) -> (m, n_out, n_in)."""
     from .dense import per_example_weight_grads as row

@@ -10,7 +10,7 @@ summed by one thread in a fixed order and the result is bitwise the same on any 
 import numpy as np
 
 from .. import _checks
-from .._numba import FIRST, OVERWRITE, jit, prange
+from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
 from ..layout import WEIGHT_CHUNK
 from ._gemm import ROW_BLOCK, SERIAL_WORK, nn_rows, nt_rows, transpose_into
 from .activations import _act_row_backward, _act_row_forward
@@ -202,6 +202,7 @@ def _per_example_sq_norms_into(A_prev, dZ, out):
         out[i] = (sa + one) * sd
 
 
+@refuse_in_forked_child
 def dense_forward(A_prev, W, b):
     """F1 ``Z[i,j] = sum_k A_prev[i,k] * W[k,j] + b[j]``.
 
@@ -215,6 +216,7 @@ def dense_forward(A_prev, W, b):
     return Z
 
 
+@refuse_in_forked_child
 def dense_backward(dZ, A_prev, W):
     """B4 ``dA_prev[i,p] = sum_q dZ[i,q] W[p,q]``, B2 ``dW[j,k] = (1/m) sum_i A_prev[i,j] dZ[i,k]``,
     B3 ``db[k] = (1/m) sum_i dZ[i,k]``.
@@ -236,6 +238,7 @@ def dense_backward(dZ, A_prev, W):
     return dA_prev, dW, db
 
 
+@refuse_in_forked_child
 def per_example_weight_grads(A_prev, dZ):
     """B1 ``dW(i)[j,k] = A_prev[i,j] * dZ[i,k]`` (no 1/m: their mean is B2's dW).
 

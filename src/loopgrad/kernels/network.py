@@ -107,17 +107,20 @@ def train_step_into(net, buf, m, update, t, noise):
 
 
 @jit
-def train_epoch_into(net, buf, X, Y, order, batch_size, update, t0, noise):
+def train_epoch_into(net, buf, X, Y, order, batch_size, update, t0, noise, stop):
     """An epoch of fused steps (F1-F3, B8, B6, B2, B3 and the update per mini-batch): the rows
     ``order[s:s + batch_size]`` of (X, Y) are gathered into the slots A[0] and Y and trained by
     ``train_step_into`` at step ``t0 + k + 1`` (k counts the batches of this call),
     with the noise row ``noise[k]`` when ``noise`` is (steps, P); a (1, 0) block means no noise.
-    Returns sum_k m_k J_k (float64).
+    ``stop`` (1,) int64 is read after every mini-batch: nonzero ends the call there (another thread
+    sets it on Ctrl-C). Returns (sum_k m_k J_k as float64, mini-batches done).
     """
     n = order.shape[0]
     total = 0.0
     k = 0
     for start in range(0, n, batch_size):
+        if stop[0] != 0:
+            break
         m = min(batch_size, n - start)
         xb = layout.a(buf, 0, m)
         yb = layout.targets(buf, m)
@@ -131,4 +134,4 @@ def train_epoch_into(net, buf, X, Y, order, batch_size, update, t0, noise):
         row = noise[k] if noise.shape[1] > 0 else noise[0]
         total += float(train_step_into(net, buf, m, update, t0 + k + 1, row)) * m
         k += 1
-    return total
+    return total, k

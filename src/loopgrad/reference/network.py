@@ -60,12 +60,16 @@ def train_step_into(net, buf, m, update, t, noise):
     return J
 
 
-def train_epoch_into(net, buf, X, Y, order, batch_size, update, t0, noise):
-    """An epoch of fused steps (F1-F3, B8, B6, B2, B3, update) over ``order`` in batches; returns sum of ``m_b * J_b``."""
+def train_epoch_into(net, buf, X, Y, order, batch_size, update, t0, noise, stop):
+    """An epoch of fused steps (F1-F3, B8, B6, B2, B3, update) over ``order`` in batches, ending early
+    when ``stop[0]`` is set; returns (sum of ``m_b * J_b``, batches done)."""
     total = 0.0
+    k = 0
     for k, start in enumerate(range(0, order.shape[0], batch_size)):
+        if stop[0] != 0:
+            return total, k
         idx = order[start:start + batch_size]
         layout.load_batch(buf, X[idx], Y[idx])
         row = noise[k] if noise.shape[1] > 0 else noise[0]
         total += float(train_step_into(net, buf, idx.size, update, t0 + k + 1, row)) * idx.size
-    return total
+    return total, -(-order.shape[0] // batch_size)
