@@ -228,6 +228,12 @@ def compile_times(dtype="float32"):
 
 
 def _cmd_bench(args):
+    if args.fresh:
+        from . import bench_fresh
+        peak = bench_fresh.sgemm_peak()
+        cases = bench_fresh.CASES[:1] if args.quick else bench_fresh.CASES
+        print(bench_fresh.table(bench_fresh.measure(cases, processes=args.processes), peak))
+        return 0
     if args.compile_time:
         targets = {"main job, cold cache": "target <= 5 s", "main job, warm cache": "target <= 1 s"}
         print("fresh processes (main job: loopgrad train --data digits, whole process wall time; "
@@ -251,6 +257,10 @@ def register(sub):
     b.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     b.add_argument("--quick", action="store_true", help="only the smaller sizes")
     b.add_argument("--plot", metavar="PNG", default="bench.png", help="ratio-vs-size plot (default bench.png)")
+    b.add_argument("--fresh", action="store_true",
+                   help="instead: training steps of every runtime (loops on 2 and 1 threads, NumPy, PyTorch, JAX jit) "
+                        "in several fresh processes each: median, spread, share of the sgemm peak")
+    b.add_argument("--processes", type=int, default=5, help="fresh processes per runtime with --fresh (default 5)")
     b.add_argument("--compile-time", action="store_true",
                    help="instead: time the main job and the first training step in new processes, cold and warm "
                         "kernel cache")

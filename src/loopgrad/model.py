@@ -68,6 +68,7 @@ class History:
     best_epoch: int = -1
     stopped_early: bool = False
     seconds: float = 0.0
+    epoch_seconds: list = field(default_factory=list)  # the training call of each epoch (no evaluation)
 
 
 class MLP:
@@ -481,7 +482,9 @@ def _train(model, opt, X, Y, val, plan, rng):
     try:
         for epoch in range(plan.epochs):
             order = rng.permutation(n) if plan.shuffle else np.arange(n)
+            t_epoch = time.perf_counter()
             total, steps = _run_epoch(model, training, opt, X, Y, order, batch_size, t, plan.backend)
+            history.epoch_seconds.append(time.perf_counter() - t_epoch)
             t += steps
             bar.update(steps)
             epoch_loss = total / n

@@ -1,0 +1,29 @@
+"""Training steps of every runtime in fresh processes (loopgrad.bench_fresh): the loops on 2 and 1
+threads, their NumPy twin, PyTorch eager and JAX's jit of a lax.scan over the epoch, where installed.
+
+The timed call is one whole measurement (several processes per runtime, one after the other);
+the numbers that matter, the median microseconds per step over processes and the spread, are in
+``extra_info`` and printed. ``--bench-sizes small`` (CI) runs the smallest case with one process each.
+"""
+import math
+
+import pytest
+
+from loopgrad import bench_fresh
+from conftest import sized
+
+
+@pytest.mark.parametrize("case", sized(bench_fresh.CASES))
+def test_fresh_process_steps(benchmark, case, request):
+    small = request.config.getoption("--bench-sizes") == "small"
+    processes = 1 if small else 5
+    peak = bench_fresh.sgemm_peak()
+    rows = benchmark.pedantic(bench_fresh.measure, args=([case],), kwargs={"processes": processes}, rounds=1,
+                              iterations=1)
+    benchmark.group = f"fresh processes {'-'.join(map(str, case[0]))} batch={case[1]}"
+    benchmark.extra_info["sgemm_peak_gflops"] = peak
+    benchmark.extra_info["us_per_step"] = {r[0]: r[3] for r in rows}
+    benchmark.extra_info["spread"] = {r[0]: r[4] for r in rows}
+    print("\n" + bench_fresh.table(rows, peak))
+    assert {r[0] for r in rows} >= {"loops", "loops-1t", "numpy"}
+    assert all(math.isfinite(r[3]) and r[3] > 0 for r in rows)

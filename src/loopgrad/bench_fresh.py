@@ -1,0 +1,190 @@
+"""Training steps timed the way a user meets them: every runtime in several fresh processes.
+
+One process times one runtime on one case: an epoch of mini-batch steps (ReLU hidden layers,
+softmax output, plain SGD, no shuffle) after one warm-up epoch (compilation, caches), then the
+median over ``EPOCHS`` timed epochs, printed as microseconds per step. ``measure`` runs
+``processes`` such processes per runtime, one after the other (never two runtimes at once on the
+2 cores), and reports the median over processes and the spread (max / min). One warm process can
+sit in a lucky or an unlucky mode for its whole life, which only several processes show.
+
+Runtimes: ``loops`` (the tuned kernels, 2 threads), ``loops-1t`` (one thread), ``numpy`` (their
+NumPy twin), ``torch`` (PyTorch eager, 2 threads) and ``jax`` (``jit`` of a ``lax.scan`` over the
+epoch's steps: value_and_grad and the SGD update, the fairest compiled rival), each where
+installed. ``sgemm_peak`` is NumPy's float32 1024^3 product, measured in a fresh process of the
+same run, so that steps can be given as a share of what the machine's BLAS reaches.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+CASES = [([784, 128, 64, 10], 32), ([784, 128, 64, 10], 128), ([784, 128, 64, 10], 1024)]
+RUNTIMES = ("loops", "loops-1t", "numpy", "torch", "jax")
+EPOCHS = 5
+LR = 0.01
+
+
+def _steps_per_epoch(batch):
+    return max(20, 6400 // batch)
+
+
+def _data(sizes, batch, dtype="float32"):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = batch * _steps_per_epoch(batch)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], n)
+    return X, y
+
+
+def _time_epochs(epoch):
+    import time
+
+    epoch()  # warm-up: compilation and caches
+    times = []
+    for _ in range(EPOCHS):
+        t0 = time.perf_counter()
+        epoch()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _loopgrad_seconds(sizes, batch, backend):
+    """Median epoch of one ``fit`` over EPOCHS + 1 epochs (the first warms up): ``History.epoch_seconds``
+    times each epoch's training call, without fit's one-off input checks."""
+    import loopgrad as lg
+
+    X, y = _data(sizes, batch)
+    model = lg.MLP(sizes, hidden="relu", output="softmax", dtype="float32")
+    history = model.fit(X, y, epochs=EPOCHS + 1, batch_size=batch, optimizer=lg.SGD(LR), shuffle=False,
+                        progress=False, backend=backend)
+    return statistics.median(history.epoch_seconds[1:])
+
+
+def _torch_epoch(sizes, batch):
+    import torch
+
+    torch.set_num_threads(2)
+    X, y = _data(sizes, batch)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1])
+    sgd = torch.optim.SGD(net.parameters(), lr=LR)
+    loss = torch.nn.CrossEntropyLoss()
+    batches = [(torch.from_numpy(X[s:s + batch]), torch.from_numpy(y[s:s + batch])) for s in range(0, len(X), batch)]
+
+    def epoch():
+        for xb, yb in batches:
+            sgd.zero_grad()
+            loss(net(xb), yb).backward()
+            sgd.step()
+    return epoch
+
+
+def _jax_epoch(sizes, batch):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    X, y = _data(sizes, batch)
+    steps = len(X) // batch
+    Xb = jnp.asarray(X.reshape(steps, batch, sizes[0]))
+    Yb = jnp.asarray(np.eye(sizes[-1], dtype=np.float32)[y].reshape(steps, batch, sizes[-1]))
+    rng = np.random.default_rng(0)
+    params = [(jnp.asarray(rng.normal(0, np.sqrt(2 / a), (a, b)).astype(np.float32)), jnp.zeros(b, jnp.float32))
+              for a, b in zip(sizes[:-1], sizes[1:])]
+
+    def loss(p, xb, yb):
+        a = xb
+        for W, b in p[:-1]:
+            a = jax.nn.relu(a @ W + b)
+        logits = a @ p[-1][0] + p[-1][1]
+        return -jnp.mean(jnp.sum(yb * jax.nn.log_softmax(logits), axis=1))
+
+    def step(p, xy):
+        value, grads = jax.value_and_grad(loss)(p, *xy)
+        return jax.tree_util.tree_map(lambda w, g: w - LR * g, p, grads), value
+
+    run = jax.jit(lambda p: jax.lax.scan(step, p, (Xb, Yb)))
+    return lambda: jax.block_until_ready(run(params))
+
+
+def _worker(runtime, sizes, batch):
+    """One fresh process: median seconds per epoch of ``runtime`` on the case, as microseconds per step."""
+    if runtime in ("loops", "loops-1t", "numpy"):
+        seconds = _loopgrad_seconds(sizes, batch, "numpy" if runtime == "numpy" else "loops")
+    else:
+        seconds = _time_epochs(_torch_epoch(sizes, batch) if runtime == "torch" else _jax_epoch(sizes, batch))
+    return seconds / _steps_per_epoch(batch) * 1e6
+
+
+def _peak_worker():
+    import time
+
+    import numpy as np
+
+    A = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    C = A @ A
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        np.matmul(A, A, out=C)
+        times.append(time.perf_counter() - t0)
+    return 2 * 1024 ** 3 / statistics.median(times) / 1e9
+
+
+def available(runtime):
+    import importlib.util
+
+    return runtime not in ("torch", "jax") or importlib.util.find_spec(runtime) is not None
+
+
+def _spawn(args, runtime=None):
+    env = dict(os.environ, LOOPGRAD_TIER="tuned")
+    if runtime == "loops-1t":
+        env["NUMBA_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-m", "loopgrad.bench_fresh", *args], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sgemm_peak():
+    """GFLOP/s of NumPy's float32 1024^3 product in a fresh process."""
+    return _spawn(["peak"])
+
+
+def measure(cases=CASES, processes=5, runtimes=RUNTIMES):
+    """[(runtime, sizes, batch, median us/step, spread max/min, GFLOP/s)] over ``processes`` fresh processes each."""
+    rows = []
+    for sizes, batch in cases:
+        for runtime in runtimes:
+            if not available(runtime):
+                continue
+            per_step = [_spawn(["worker", runtime, json.dumps(sizes), str(batch)], runtime) for _ in range(processes)]
+            med = statistics.median(per_step)
+            flop = 6.0 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+            rows.append((runtime, sizes, batch, med, max(per_step) / min(per_step), flop / med / 1e3))
+    return rows
+
+
+def table(rows, peak):
+    out = [f"training steps in fresh processes (float32, SGD; median over processes, spread = max/min; "
+           f"sgemm peak {peak:.0f} GFLOP/s)",
+           f"{'case':22} {'runtime':9} {'us/step':>9} {'spread':>7} {'% peak':>7} {'loops faster by':>16}"]
+    loops = {(tuple(s), b): med for r, s, b, med, _, _ in rows if r == "loops"}
+    for runtime, sizes, batch, med, spread, gflops in rows:
+        base = loops.get((tuple(sizes), batch))
+        ratio = "" if runtime == "loops" or base is None else f"{med / base:.2f}x"
+        out.append(f"{'-'.join(map(str, sizes)) + f' m={batch}':22} {runtime:9} {med:9.1f} {spread:7.2f} "
+                   f"{100 * gflops / peak:6.0f}% {ratio:>16}")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "peak":
+        print(json.dumps(_peak_worker()))
+    else:
+        print(json.dumps(_worker(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))))
