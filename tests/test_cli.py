@@ -95,3 +95,16 @@ def test_cold_start_fills_the_cache_and_a_warm_start_only_reads_it(tmp_path):
     assert any(p.suffix == ".nbc" for p in cold)
     assert first_step_seconds("float32", tmp_path) > 0
     assert snapshot() == cold
+
+
+def test_a_failed_save_or_plot_after_training_keeps_the_model_and_says_so(tmp_path, capsys):
+    import loopgrad as lg
+    assert main(["train", "--data", "iris", "--epochs", "3", "--quiet", "--save", "/proc/no/m.npz",
+                 "--plot", "/dev/full"]) == 2
+    captured = capsys.readouterr()
+    assert "test accuracy" in captured.out and "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("loopgrad train: error: --save /proc/no/m.npz")
+    assert "--plot /dev/full" in lines[1]
+    rescued = lines[0].split("saved to ")[1].split(" instead")[0]
+    assert lg.MLP.load(rescued).sizes[0] == 4

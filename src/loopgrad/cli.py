@@ -68,19 +68,40 @@ def _cmd_train(args):
                         backend=args.backend)
     score = model.score(data.X_test, data.y_test)
     wall = time.perf_counter() - t0
+    failed = []
     if args.save:
-        model.save(args.save)
-        print(f"saved {args.save}")
+        try:
+            model.save(args.save)
+            print(f"saved {args.save}")
+        except OSError as e:
+            rescue = _rescue_save(model)
+            failed.append(f"--save {args.save}: {e.strerror or e}; the trained model was saved to {rescue} instead")
     if args.plot:
         from .plots import plot_history
-        plot_history(history, args.plot, title=f"{data.name}: {model.sizes} {model.hidden}")
-        print(f"wrote {args.plot}")
+        try:
+            plot_history(history, args.plot, title=f"{data.name}: {model.sizes} {model.hidden}")
+            print(f"wrote {args.plot}")
+        except OSError as e:
+            failed.append(f"--plot {args.plot}: {e.strerror or e}")
     what = "test accuracy" if data.task == "classification" else "test R^2"
     shown = f"{100 * score:.2f}%" if data.task == "classification" else f"{score:.4f}"
     final = f"final train loss {history.loss[-1]:.4f}" if history.loss else "untrained: --epochs 0"
     print(f"{what} {shown} on {data.name} after {history.epochs} epochs "
           f"({final}); wall time {wall:.1f} s, training {history.seconds:.2f} s")
-    return 0
+    for message in failed:
+        print(f"loopgrad train: error: {message}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _rescue_save(model):
+    """Where a trained model goes when --save cannot write: a new file in the temporary folder."""
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="loopgrad-model-", suffix=".npz")
+    os.close(fd)
+    model.save(path)
+    return path
 
 
 def _cmd_warmup(args):

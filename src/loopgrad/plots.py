@@ -20,6 +20,14 @@ def plot_history(history, path, title=None):
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
+    import io
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    # written and flushed here, so that a full disk or a device such as /dev/full raises instead of
+    # the error being lost when matplotlib's own file is closed
+    with open(path, "wb") as f:
+        f.write(png.getvalue())
+        f.flush()
     return path
