@@ -61,3 +61,17 @@ def test_rejects_numpy_input(data):
     X, y = data
     with pytest.raises(TypeError, match="dask.array"):
         distributed.gradients(lg.MLP([7, 4]), X, y)
+
+
+def test_empty_chunks_add_nothing_and_unknown_chunk_sizes_are_named(data):
+    X, y = data
+    model = lg.MLP([7, 9, 4], seed=1)
+    J, grads = model.gradients(X, y)
+    dX = da.concatenate([da.from_array(X[:50], chunks=(50, 7)), da.zeros((0, 7), chunks=(0, 7)),
+                         da.from_array(X[50:], chunks=(53, 7))])
+    Jd, gd = distributed.gradients(model, dX, da.from_array(y, chunks=((50, 0, 53),)))
+    assert abs(J - Jd) < 1e-10 and np.abs(grads[0][0] - gd[0][0]).max() < 1e-10
+    dX = da.from_array(X, chunks=(30, 7))
+    keep = dX[dX[:, 0] > -10]  # boolean indexing: row chunk sizes become unknown
+    with pytest.raises(ValueError, match=r"X: the sizes of its row chunks are unknown.*compute_chunk_sizes"):
+        distributed.gradients(model, keep, da.from_array(y, chunks=30))

@@ -124,3 +124,37 @@ def test_two_d_classification_targets_are_range_checked(output, Y, words):
 def test_soft_targets_that_are_distributions_are_accepted():
     m = lg.MLP([2, 2], output="softmax")
     assert np.isfinite(m.loss(np.ones((2, 2)), np.array([[0.25, 0.75], [1.0, 0.0]])))
+
+
+def test_inputs_that_numpy_would_misread_get_their_own_words():
+    import pandas as pd
+    import scipy.sparse as sp
+    m = lg.MLP([2, 3], dtype="float32")
+    X, y = np.ones((3, 2)), [0, 1, 2]
+    with pytest.raises(ValueError, match="masked array with 1 masked entries"):
+        m.loss(np.ma.array(X, mask=[[1, 0], [0, 0], [0, 0]]), y)
+    assert np.isfinite(m.loss(np.ma.array(X), y))  # nothing masked: the data as they are
+    with pytest.raises(TypeError, match=r"X: expected a dense array, got a scipy.sparse csr_matrix.*toarray"):
+        m.loss(sp.csr_matrix(X), y)
+    with pytest.raises(TypeError, match="pandas DataFrame.*pd.NA"):
+        m.loss(pd.DataFrame({"a": [1, pd.NA, 2], "b": [1, 2, 3]}, dtype=object), y)
+    with pytest.raises(ValueError, match=r"Y: expected class labels in \[0, 3\), got 1e\+20"):
+        m.loss(X, np.array([0, 1e20, 2]))
+    with pytest.raises(ValueError, match=r"X: values as large as 1e\+39 overflow float32"):
+        m.loss(np.array([[1e39, 1.0], [1, 1], [1, 1]]), y)
+    with pytest.raises(ValueError, match=r"X: values as large as 1e\+39 overflow float32"):
+        m.predict(np.array([[1e39, 1.0]]))  # the path that converts per block of rows
+    with pytest.raises(ValueError, match=r"X: values as large as 1e\+39 overflow float32"):
+        m.fit(np.array([[1e39, 1.0], [1, 1], [1, 1]]), y, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"y: targets as large as 1e\+200 overflow the squared-error loss"):
+        lg.MLP([2, 1], output="identity").fit(X, np.array([1e200, 1, 2]), epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("argv,words", [(["explain", "--m", "0"], "--m: expected an integer >= 1, got 0"),
+                                        (["explain", "--m", "-3"], "--m: expected an integer >= 1, got -3"),
+                                        (["check", "--m", "0"], "--m: expected a size >= 1, got 0")])
+def test_cli_sizes_below_one_are_one_line_errors(argv, words, capsys):
+    from loopgrad.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err

@@ -50,28 +50,79 @@ def positive_rows(arg, x):
         raise ValueError(f"{arg}: expected at least one example (m >= 1), got an empty batch with shape {x.shape}")
 
 
-def finite(arg, x):
-    if not np.isfinite(x).all():
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+def finite(arg, x, block=1 << 16):
+    """NaN/inf check in blocks of rows: a whole-array np.isfinite would allocate a boolean copy of x
+    (a quarter of a float32 X)."""
+    x = np.asarray(x)
+    rows = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
+    bad = 0
+    for start in range(0, rows.shape[0], block):
+        part = rows[start:start + block]
+        bad += int(part.size - np.count_nonzero(np.isfinite(part)))
+    if bad:
         raise ValueError(f"{arg}: expected finite values, got {bad} NaN or infinite entries")
+
+
+def real_array(arg, x):
+    """``x`` as a NumPy array of real numbers, with a clear word for what users pass instead:
+    masked arrays (the mask would be ignored), scipy.sparse matrices, pandas frames with missing
+    values (they become object arrays)."""
+    if isinstance(x, np.ma.MaskedArray):
+        masked = int(np.ma.count_masked(x))
+        if masked:
+            raise ValueError(f"{arg}: expected plain numbers, got a masked array with {masked} masked entries; "
+                             f"fill them (x.filled(value)) or drop those rows")
+        x = x.data
+    if hasattr(x, "tocsr") and hasattr(x, "nnz"):
+        raise TypeError(f"{arg}: expected a dense array, got a scipy.sparse {type(x).__name__}; convert it with "
+                        f".toarray() (sparse input is not supported)")
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        if a.dtype.kind == "O" and type(x).__module__.split(".")[0] == "pandas":
+            raise TypeError(f"{arg}: expected real numbers, got a pandas {type(x).__name__} that becomes an object "
+                            f"array (missing values such as pd.NA, or mixed types); convert with "
+                            f".to_numpy(dtype=float, na_value=np.nan) and fill or drop the missing values")
+        kind = "complex" if a.dtype.kind == "c" else str(a.dtype)
+        raise TypeError(f"{arg}: expected real numbers (int or float), got dtype {kind}")
+    return a
 
 
 def numeric_matrix(arg, x, dtype, n_cols=None, col_name="n_0"):
     """User data (any array-like) as a finite 2-D ``dtype`` array with ``n_cols`` columns."""
-    a = np.asarray(x)
-    if a.dtype.kind not in "biuf":
-        kind = "complex" if a.dtype.kind == "c" else str(a.dtype)
-        raise TypeError(f"{arg}: expected real numbers (int or float), got dtype {kind}")
+    a = real_array(arg, x)
     if a.ndim != 2:
         raise ValueError(f"{arg}: expected a 2-D array (m, {col_name}), got {a.ndim}-D with shape {a.shape}")
     positive_rows(arg, a)
     if n_cols is not None and a.shape[1] != n_cols:
         raise ValueError(f"{arg}: expected shape (m, {col_name}) = (*, {n_cols}), got {_fmt_shape(a.shape)}")
-    a = np.ascontiguousarray(a, dtype=dtype)
+    finite(arg, a)
+    a = fits(arg, a, dtype)
     if not a.flags.writeable:
         a = a.copy()
-    finite(arg, a)
     return a
+
+
+def in_range(arg, a, dtype):
+    """Finite float ``a`` that will be cast to ``dtype`` block by block: an error now for values that
+    the cast would turn into inf (min and max need no temporary copy of ``a``)."""
+    if a.size and np.dtype(dtype).itemsize < a.dtype.itemsize:
+        big = max(abs(float(a.min())), abs(float(a.max())))
+        if big > float(np.finfo(dtype).max):
+            raise ValueError(f"{arg}: values as large as {big:g} overflow {np.dtype(dtype).name} (largest "
+                             f"{float(np.finfo(dtype).max):g}); scale the data or use dtype='float64'")
+    return a
+
+
+def fits(arg, a, dtype):
+    """Finite ``a`` as a C-contiguous ``dtype`` array, or an error naming the values that overflow it
+    (1e39 is finite in float64 and infinite in float32)."""
+    with np.errstate(over="ignore"):  # the overflow is reported below, in words
+        out = np.ascontiguousarray(a, dtype=dtype)
+    if out.dtype != a.dtype and out.dtype.kind == "f" and not np.isfinite(out).all():
+        big = float(np.max(np.abs(a[~np.isfinite(out)])))
+        raise ValueError(f"{arg}: values as large as {big:g} overflow {np.dtype(dtype).name} (largest "
+                         f"{float(np.finfo(dtype).max):g}); scale the data or use dtype='float64'")
+    return out
 
 
 def integer(name, value, low):

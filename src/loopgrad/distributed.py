@@ -24,9 +24,11 @@ def _dask():
 
 
 def _chunk_sums(model, theta, X, Y):
-    """Loop kernels on one chunk: (m_c * J_c, m_c * grad_c, m_c)."""
-    J, grad = model.copy(theta).gradient_block(X, Y)
+    """Loop kernels on one chunk: (m_c * J_c, m_c * grad_c, m_c); an empty chunk adds nothing."""
     m = len(X)
+    if m == 0:
+        return 0.0, np.zeros_like(theta), 0
+    J, grad = model.copy(theta).gradient_block(X, Y)
     return float(J) * m, grad * m, m
 
 
@@ -41,6 +43,12 @@ def _row_blocks(X, Y):
                         f"{type(Y).__name__}")
     if X.ndim != 2:
         raise ValueError(f"X: expected a 2-D dask array (m, n_0), got shape {X.shape}")
+    for name, a in (("X", X), ("Y", Y)):
+        if any(np.isnan(c) for c in a.chunks[0]):
+            raise ValueError(f"{name}: the sizes of its row chunks are unknown (nan), as after boolean indexing; "
+                             f"call {name}.compute_chunk_sizes() first")
+    if X.shape[0] == 0:
+        raise ValueError(f"X: expected at least one example (m >= 1), got an empty array with shape {X.shape}")
     if Y.shape[0] != X.shape[0]:
         raise ValueError(f"Y: expected {X.shape[0]} rows to match X, got {Y.shape[0]}")
     X = X.rechunk({1: -1})

@@ -210,9 +210,11 @@ def render_markdown(steps, convention="row"):
 
 
 def _cmd_explain(args):
+    from . import _checks
     from .model import MLP
 
-    rng = np.random.default_rng(args.seed)
+    _checks.integer("--m", args.m, 1)
+    rng = np.random.default_rng(_checks.integer("--seed", args.seed, 0))
     sizes = args.sizes
     output = args.output or ("sigmoid" if sizes[-1] == 1 else "softmax")
     model = MLP(sizes, hidden=args.activation, output=output, seed=args.seed)

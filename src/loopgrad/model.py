@@ -152,20 +152,26 @@ class MLP:
 
     # ---- validation at the public boundary -------------------------------------------------
 
-    def validate(self, X, y=None, arg="X", y_arg="y"):
+    def validate(self, X, y=None, arg="X", y_arg="y", any_float=False):
         """``X`` as a finite (m, n_0) array of the model's dtype and, given ``y``, the targets as
         (m, n_L): one-hot rows from integer labels (m,), or targets as given. Clear errors otherwise.
-        Returns X, or (X, Y)."""
-        X = _checks.numeric_matrix(arg, X, self.dtype, self.sizes[0], "n_0")
+        Returns X, or (X, Y). ``any_float`` keeps float32/float64 X as it is (the passes of forward,
+        loss and gradients convert each block of rows instead of a copy of all of X)."""
+        keep = any_float and isinstance(X, np.ndarray) and X.dtype in _checks.FLOAT_DTYPES
+        X = _checks.numeric_matrix(arg, X, X.dtype if keep else self.dtype, self.sizes[0], "n_0")
+        if keep:
+            _checks.in_range(arg, X, self.dtype)
         if y is None:
             return X
         return X, self._targets(y, X.shape[0], y_arg)
 
     def _targets(self, Y, m, arg):
         n_L = self.sizes[-1]
-        Y = np.asarray(Y)
-        if Y.dtype.kind not in "biuf":
-            raise TypeError(f"{arg}: expected numeric targets or integer labels, got dtype {Y.dtype}")
+        try:
+            Y = _checks.real_array(arg, Y)
+        except TypeError as e:
+            raise TypeError(str(e).replace("expected real numbers", "expected numeric targets or integer labels"))
+
         if Y.ndim == 0 or Y.ndim > 2:
             raise ValueError(f"{arg}: expected labels (m,) or targets (m, n_L) = (m, {n_L}), got shape {Y.shape}")
         if Y.shape[0] != m:
@@ -175,21 +181,25 @@ class MLP:
         if Y.ndim == 2:
             if Y.shape[1] != n_L:
                 raise ValueError(f"{arg}: expected shape (m, n_L) = ({m}, {n_L}), got {Y.shape}")
-            Y = np.ascontiguousarray(Y, dtype=self.dtype)
+            Y = _checks.fits(arg, Y, self.dtype)
             if self.is_classifier:
                 _probability_targets(arg, Y, self.output)
+            else:
+                _squared_error_range(arg, Y)
             return Y
         if not self.is_classifier:
             if n_L != 1:
                 raise ValueError(f"{arg}: expected targets (m, n_L) = ({m}, {n_L}), got shape {Y.shape}")
-            return np.ascontiguousarray(Y.reshape(m, 1), dtype=self.dtype)
+            Y = _checks.fits(arg, Y.reshape(m, 1), self.dtype)
+            _squared_error_range(arg, Y)
+            return Y
         if Y.dtype.kind == "f" and not np.all(Y == np.round(Y)):
             raise ValueError(f"{arg}: expected integer class labels, got non-integer values")
-        labels = Y.astype(np.int64)
         n_classes = 2 if (self.output == "sigmoid" and n_L == 1) else n_L
-        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-            bad = labels[(labels < 0) | (labels >= n_classes)][0]
-            raise ValueError(f"{arg}: expected class labels in [0, {n_classes}), got {bad}")
+        outside = (Y < 0) | (Y >= n_classes)  # on the values as given: 1e20 must not wrap around in int64
+        if outside.any():
+            raise ValueError(f"{arg}: expected class labels in [0, {n_classes}), got {Y[outside][0]:g}")
+        labels = Y.astype(np.int64)
         if n_classes == 2 and n_L == 1:
             return np.ascontiguousarray(labels.reshape(m, 1), dtype=self.dtype)
         onehot = np.zeros((m, n_L), dtype=self.dtype)
@@ -220,7 +230,7 @@ class MLP:
 
     def forward(self, X, backend="loops"):
         """A[L] (m, n_L) for inputs X (m, n_0)."""
-        X = self.validate(X)
+        X = self.validate(X, any_float=True)
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
         for _, _, buf, start, m in self._passes(X, None, backend):
             out[start:start + m] = layout.layer_views(buf, m)[-1][1]
@@ -237,7 +247,7 @@ class MLP:
 
     def loss(self, X, Y, backend="loops"):
         """J = (1/m) sum_i L(i) for inputs X (m, n_0) and labels/targets Y."""
-        return self._outputs(*self.validate(X, Y, y_arg="Y"), backend)[0]
+        return self._outputs(*self.validate(X, Y, y_arg="Y", any_float=True), backend)[0]
 
     def gradients(self, X, Y, backend="loops"):
         """(J, [(dW1, db1), ..., (dWL, dbL)]) by backpropagation on the chosen backend; the arrays
@@ -248,7 +258,7 @@ class MLP:
     def gradient_block(self, X, Y, backend="loops"):
         """(J, grad) with grad (P,) in ``theta``'s layout. Rows are taken in passes of PASS_ROWS;
         with several passes each pass's mean gradient is weighted by its rows."""
-        X, Y = self.validate(X, Y, y_arg="Y")
+        X, Y = self.validate(X, Y, y_arg="Y", any_float=True)
         grad = None
         J = 0.0
         for backend_net, net, buf, _, m in self._passes(X, Y, backend):
@@ -301,7 +311,7 @@ class MLP:
 
     def score(self, X, y, backend="loops"):
         """Accuracy for classifiers, R^2 for regression."""
-        X, Y = self.validate(X, y)
+        X, Y = self.validate(X, y, any_float=True)
         return _score(self, self._outputs(X, Y, backend)[1], Y)
 
     # ---- training -------------------------------------------------------------------------------------
@@ -315,6 +325,13 @@ class MLP:
         every mini-batch). ``early_stopping`` watches the validation loss (the training loss
         without validation data), stops after ``patience`` epochs without improvement and
         restores the best parameters.
+
+        Memory: X is used as given when its dtype is the model's (the epoch gathers mini-batches by
+        index; ``validation_split`` copies only the held-out rows). X of another dtype is converted
+        once, whole (a float64 model on 2,000,000 x 100 float32 rows: 2.25 copies of X at the peak):
+        converting per mini-batch inside the compiled epoch would need a second compiled copy of
+        the tuned kernels for each pair of dtypes, about a minute of compiling each. ``predict``,
+        ``score``, ``loss`` and ``gradients`` convert per block of 4096 rows instead.
         """
         plan = _Plan(epochs=_checks.integer("epochs", epochs, 0), batch_size=_checks.integer("batch_size", batch_size, 1),
                      shuffle=bool(shuffle), early_stopping=bool(early_stopping),
@@ -329,16 +346,18 @@ class MLP:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data: expected a pair (X_val, y_val)")
             val = self.validate(*validation_data, arg="validation_data[0]", y_arg="validation_data[1]")
-        elif validation_split > 0.0:
+        rows = np.arange(X.shape[0])
+        if validation_data is None and validation_split > 0.0:
             n_val = int(round(validation_split * X.shape[0]))
             if n_val < 1 or n_val >= X.shape[0]:
                 raise ValueError(f"validation_split: {validation_split} of {X.shape[0]} rows leaves an empty split")
             order = rng.permutation(X.shape[0])
-            val = X[order[:n_val]], Y[order[:n_val]]
-            X, Y = np.ascontiguousarray(X[order[n_val:]]), np.ascontiguousarray(Y[order[n_val:]])
-        else:
+            # the held-out rows are copied (a fraction of X); the training rows stay where they are and the
+            # compiled epoch gathers them by index
+            val, rows = (X[order[:n_val]], Y[order[:n_val]]), order[n_val:]
+        elif validation_data is None:
             val = None
-        return _train(self, opt, X, Y, val, plan, rng)
+        return _train(self, opt, X, Y, rows, val, plan, rng)
 
     def warmup(self, batch_size=32, backend="loops"):
         """Compile (or load from the disk cache) every kernel of ``backend`` that ``fit``, ``predict``
@@ -385,6 +404,15 @@ def _probability_targets(arg, Y, output):
         if off.size:
             raise ValueError(f"{arg}: expected each row of softmax targets to sum to 1 (a one-hot row or a "
                              f"distribution), row {off[0]} sums to {sums[off[0]]:g}")
+
+
+def _squared_error_range(arg, Y):
+    """Regression targets whose square overflows the dtype make J infinite from the first step."""
+    limit = float(np.sqrt(np.finfo(Y.dtype).max)) / 4
+    big = float(np.max(np.abs(Y), initial=0.0))
+    if big > limit:
+        raise ValueError(f"{arg}: targets as large as {big:g} overflow the squared-error loss in {Y.dtype.name} "
+                         f"(|y| must stay below about {limit:.1g}); standardise the targets")
 
 
 def _seed(name, seed):
@@ -466,11 +494,12 @@ def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend):
     return total, n_batches
 
 
-def _train(model, opt, X, Y, val, plan, rng):
+def _train(model, opt, X, Y, rows, val, plan, rng):
+    """Epochs over the rows ``rows`` of (X, Y) (indices; shuffled each epoch with ``rng`` when asked)."""
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    n = X.shape[0]
+    n = rows.size
     batch_size = min(plan.batch_size, n)
     training = model.training_buffers(batch_size, opt)
     opt.start()
@@ -481,7 +510,7 @@ def _train(model, opt, X, Y, val, plan, rng):
                dynamic_ncols=True)
     try:
         for epoch in range(plan.epochs):
-            order = rng.permutation(n) if plan.shuffle else np.arange(n)
+            order = rng.permutation(rows) if plan.shuffle else rows
             t_epoch = time.perf_counter()
             total, steps = _run_epoch(model, training, opt, X, Y, order, batch_size, t, plan.backend)
             history.epoch_seconds.append(time.perf_counter() - t_epoch)
