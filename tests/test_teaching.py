@@ -56,9 +56,14 @@ def test_explain_walk(convention, hidden):
     model = lg.MLP([3, 4, 2, 3], hidden=hidden, output="softmax")
     X, y = rng.standard_normal((5, 3)), rng.integers(0, 3, 5)
     steps = explain(model, X, y, convention=convention)
-    eqs = [s.equation for s in steps]
-    assert eqs[:2] == ["F1", "F3" if hidden == "softmax" else "F2"] and "B8" in eqs and eqs[-1] == "N1"
-    assert eqs.count("B2") == 3 and eqs.count("B4") == 2
+    data = [s.equation for s in steps if s.data]
+    assert data == ["X", "Y", "W[1]", "b[1]", "W[2]", "b[2]", "W[3]", "b[3]"]  # a student can redo any entry
+    eqs = [s.equation for s in steps if not s.data]
+    assert eqs[:2] == ["F1", "F3" if hidden == "softmax" else "F2"]
+    assert eqs[eqs.index("B8") + 1] == "B1" and eqs[-4:] == ["N1", "N2", "T", "1/m"]
+    assert eqs.count("B2") == 3 and eqs.count("B4") == 2 and eqs.count("B6") == 2
+    # B6 follows its two halves, B4 then B5 (or B7 through a softmax)
+    assert all(eqs[k - 2] == "B4" and eqs[k - 1] in ("B5", "B7") for k, e in enumerate(eqs) if e == "B6")
     assert all(s.max_abs_diff < 1e-12 for s in steps)
     J, grads = model.gradients(X, y)
     dW1 = [s for s in steps if s.equation == "B2"][-1].loop
@@ -90,3 +95,49 @@ def test_tutorial_figures(tmp_path):
     out = mod.main(tmp_path)
     for name in ("loss_curve.png", "per_example_norms.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("convention", ["row", "col"])
+def test_explain_shows_the_kronecker_delta_collapse_with_numbers(convention):
+    """B1 for one entry: every term of the double sum over p, q is listed; exactly one survives and
+    it equals A_prev[i,j] * dZ[i,k]; the whole per-example gradient is the outer product."""
+    rng = np.random.default_rng(1)
+    model = lg.MLP([3, 4, 2], hidden="tanh", output="softmax")
+    X, y = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    b1, = [s for s in explain(model, X, y, convention=convention) if s.equation == "B1"]
+    terms = [n for n in b1.notes if n.strip().startswith("p=")]
+    assert len(terms) == min(2 * 4, 8) and sum("survives" in t for t in terms) == 1
+    survivor = float(next(t for t in terms if "survives" in t).split("= ")[1].split()[0])
+    assert survivor == pytest.approx(float(b1.vector[0, 0]), abs=1e-4)
+    assert all(float(t.split("= ")[1].split()[0]) == 0.0 for t in terms if "survives" not in t)
+    assert b1.max_abs_diff < 1e-12
+
+
+def test_explain_one_over_m_and_the_transposition_map():
+    rng = np.random.default_rng(2)
+    model = lg.MLP([3, 4, 5, 2], hidden="relu", output="softmax")
+    X, y = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+    steps = {s.equation: s for s in explain(model, X, y)}
+    assert steps["1/m"].max_abs_diff < 1e-14          # 1/m in B2, or once in dZ[L]: the same dW[1]
+    assert "m^-(L-1) = 0.02778" in steps["1/m"].notes[0]  # at every layer: 6^-2
+    assert steps["T"].max_abs_diff < 1e-14            # column loops' Z, transposed, is the row loops' Z
+    assert steps["N2"].max_abs_diff < 1e-14
+
+
+def test_explain_one_equation_from_the_cli(capsys):
+    assert main(["explain", "--equation", "B1"]) == 0
+    out = capsys.readouterr().out
+    assert "[B1]" in out and "[F1]" not in out and "survives" in out
+    assert main(["explain", "--equation", "Q1"]) == 2
+    assert "--equation: expected some of" in capsys.readouterr().err
+
+
+def test_the_walkthrough_notebook_runs():
+    """docs/walkthrough.ipynb, executed cell by cell by nbmake; its cells assert what they show."""
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake",
+                          str(root / "docs" / "walkthrough.ipynb")], capture_output=True, text=True, timeout=900,
+                         cwd=root)
+    assert out.returncode == 0, out.stdout[-4000:]
