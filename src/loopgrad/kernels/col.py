@@ -1,4 +1,5 @@
-"""Column convention (docs/math.md, sections 1 and 6) as its own index loops.
+"""Column convention (docs/math.md, sections 1 and 6): checked public kernels over the column loops
+of ``kernels/textbook.py`` (F1, B2, B3, B4 as literal loop nests, serial).
 
 Examples are columns: A_prev (n_in, m), W (n_out, n_in), b (n_out,), Z (n_out, m). Every quantity is
 the transpose of its row-convention twin. Element-wise activations do not care about the
@@ -9,71 +10,12 @@ import numpy as np
 
 from .. import _checks
 from .._checks import float_array
-from .._numba import jit, prange, refuse_in_forked_child
+from .._numba import refuse_in_forked_child
 from . import activations as _row_act
 from . import losses as _row_loss
+from .textbook import _col_bias_grad_into, _col_input_grad_into, _col_linear_into, _col_weight_grad_into
 
 
-@jit(parallel=True)
-def _forward_into(W, A_prev, b, Z):
-    n_out, n_in = W.shape
-    m = A_prev.shape[1]
-    for j in prange(n_out):
-        z = Z[j]
-        for i in range(m):
-            z[i] = b[j]
-        for k in range(n_in):
-            w = W[j, k]
-            a = A_prev[k]
-            # Z[j,i] += W[j,k] * A_prev[k,i]
-            for i in range(m):
-                z[i] += w * a[i]
-
-
-@jit(parallel=True)
-def _weight_grad_into(dZ, A_prev, dW):
-    n_out, m = dZ.shape
-    n_in = A_prev.shape[0]
-    inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
-    for j in prange(n_out):
-        d = dZ[j]
-        for k in range(n_in):
-            a = A_prev[k]
-            s = dW.dtype.type(0.0)
-            # dW[j,k] = (1/m) sum_i dZ[j,i] * A_prev[k,i]
-            for i in range(m):
-                s += d[i] * a[i]
-            dW[j, k] = s * inv_m
-
-
-@jit(parallel=True)
-def _input_grad_into(W, dZ, dA_prev):
-    n_out, n_in = W.shape
-    m = dZ.shape[1]
-    for k in prange(n_in):
-        out = dA_prev[k]
-        for i in range(m):
-            out[i] = dA_prev.dtype.type(0.0)
-        for j in range(n_out):
-            w = W[j, k]
-            d = dZ[j]
-            # dA_prev[k,i] += W[j,k] * dZ[j,i]
-            for i in range(m):
-                out[i] += w * d[i]
-
-
-@jit
-def _bias_grad_into(dZ, db):
-    n_out, m = dZ.shape
-    for j in range(n_out):
-        s = db.dtype.type(0.0)
-        # db[j] = (1/m) sum_i dZ[j,i]
-        for i in range(m):
-            s += dZ[j, i]
-        db[j] = s / db.dtype.type(m)
-
-
-@refuse_in_forked_child
 def dense_forward(A_prev, W, b):
     """F1 (column form) ``Z[j,i] = sum_k W[j,k] A_prev[k,i] + b[j]``.
 
@@ -81,11 +23,10 @@ def dense_forward(A_prev, W, b):
     """
     A_prev, W, b = _checks.col_layer(A_prev, W, b)
     Z = np.empty((W.shape[0], A_prev.shape[1]), dtype=W.dtype)
-    _forward_into(W, A_prev, b, Z)
+    _col_linear_into(W, A_prev, b, Z)
     return Z
 
 
-@refuse_in_forked_child
 def dense_backward(dZ, A_prev, W):
     """B4 ``dA_prev[k,i] = sum_j W[j,k] dZ[j,i]``, B2 ``dW[j,k] = (1/m) sum_i dZ[j,i] A_prev[k,i]``,
     B3 ``db[j] = (1/m) sum_i dZ[j,i]`` (column form).
@@ -94,9 +35,9 @@ def dense_backward(dZ, A_prev, W):
     """
     dZ, A_prev, W = _checks.col_delta(dZ, A_prev, W)
     dA_prev, dW, db = np.empty_like(A_prev), np.empty_like(W), np.empty(W.shape[0], W.dtype)
-    _input_grad_into(W, dZ, dA_prev)
-    _weight_grad_into(dZ, A_prev, dW)
-    _bias_grad_into(dZ, db)
+    _col_input_grad_into(W, dZ, dA_prev)
+    _col_weight_grad_into(dZ, A_prev, dW)
+    _col_bias_grad_into(dZ, db)
     return dA_prev, dW, db
 
 

@@ -1,9 +1,12 @@
-"""Every equation of docs/math.md (row convention) as the literal loop nest of its index formula.
+"""Every equation of docs/math.md as the literal loop nest of its index formula, in both conventions.
 
 Read this file top to bottom beside docs/math.md: no register blocking, no transposed copies, no
-threads; each loop nest is the sum as written, with the index form over the innermost loop. The
-column convention's loops are in ``col.py``. The public functions have the names and signatures of
-``loopgrad.kernels`` (and of their NumPy twins), so the twin table holds them against both.
+threads; each loop nest is the sum as written, with the index form over the innermost loop. First
+the row convention (examples are rows, as the library runs), then the column convention (examples
+are columns, W (n_out, n_in)): the same sums with the indices in the other order. The public
+functions have the names and signatures of ``loopgrad.kernels`` (and of their NumPy twins), so the
+twin table holds them against both; ``loopgrad.kernels.col`` is the checked public face of the
+column loops here.
 
 Each tuned kernel in ``dense.py`` names the loop here that it computes. (A whole epoch built from
 these loops was measured as a fast-compiling first tier for cold starts: 15-18 s to compile on
@@ -110,6 +113,57 @@ def _per_example_sq_norms_into(A_prev, dZ, out):
         for k in range(dZ.shape[1]):
             sd += dZ[i, k] * dZ[i, k]
         out[i] = sa * sd
+
+
+# ---- the column convention: examples are columns, W (n_out, n_in) --------------------------------
+
+@jit
+def _col_linear_into(W, A_prev, b, Z):
+    """F1 (column): Z[j,i] = sum_k W[j,k] * A_prev[k,i] + b[j]."""
+    for j in range(W.shape[0]):
+        for i in range(A_prev.shape[1]):
+            s = b[j]
+            # Z[j,i] = b[j] + sum_k W[j,k] * A_prev[k,i]
+            for k in range(W.shape[1]):
+                s += W[j, k] * A_prev[k, i]
+            Z[j, i] = s
+
+
+@jit
+def _col_weight_grad_into(dZ, A_prev, dW):
+    """B2 (column): dW[j,k] = (1/m) sum_i dZ[j,i] * A_prev[k,i]."""
+    m = dZ.shape[1]
+    for j in range(dZ.shape[0]):
+        for k in range(A_prev.shape[0]):
+            s = dW.dtype.type(0.0)
+            # dW[j,k] = (1/m) sum_i dZ[j,i] * A_prev[k,i]
+            for i in range(m):
+                s += dZ[j, i] * A_prev[k, i]
+            dW[j, k] = s / dW.dtype.type(m)
+
+
+@jit
+def _col_bias_grad_into(dZ, db):
+    """B3 (column): db[j] = (1/m) sum_i dZ[j,i]."""
+    m = dZ.shape[1]
+    for j in range(dZ.shape[0]):
+        s = db.dtype.type(0.0)
+        # db[j] = (1/m) sum_i dZ[j,i]
+        for i in range(m):
+            s += dZ[j, i]
+        db[j] = s / db.dtype.type(m)
+
+
+@jit
+def _col_input_grad_into(W, dZ, dA_prev):
+    """B4 (column): dA_prev[k,i] = sum_j W[j,k] * dZ[j,i]."""
+    for k in range(W.shape[1]):
+        for i in range(dZ.shape[1]):
+            s = dA_prev.dtype.type(0.0)
+            # dA_prev[k,i] = sum_j W[j,k] * dZ[j,i]
+            for j in range(W.shape[0]):
+                s += W[j, k] * dZ[j, i]
+            dA_prev[k, i] = s
 
 
 # ---- the same names and signatures as loopgrad.kernels --------------------------------------------
