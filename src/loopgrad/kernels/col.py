@@ -13,7 +13,9 @@ from .._checks import float_array
 from .._numba import refuse_in_forked_child
 from . import activations as _row_act
 from . import losses as _row_loss
-from .textbook import _col_bias_grad_into, _col_input_grad_into, _col_linear_into, _col_weight_grad_into
+from .textbook import (_col_bias_grad_into, _col_input_grad_into, _col_linear_into,
+                       _col_per_example_sq_norms_into, _col_per_example_weight_grads_into,
+                       _col_weight_grad_into)
 
 
 def dense_forward(A_prev, W, b):
@@ -65,14 +67,25 @@ def output_delta(name, A_L, Y):
                                                        float_array("Y", Y, 2).T).T)
 
 
-@refuse_in_forked_child
 def per_example_weight_grads(A_prev, dZ):
-    """B1 (column form) ``dW(i)[j,k] = dZ[j,i] * A_prev[k,i]``. A_prev (n_in, m), dZ (n_out, m) -> (m, n_out, n_in)."""
-    from .dense import per_example_weight_grads as row
-    return np.ascontiguousarray(row(float_array("A_prev", A_prev, 2).T, float_array("dZ", dZ, 2).T).transpose(0, 2, 1))
+    """B1 (column form) ``dW(i)[k,j] = dZ[k,i] * A_prev[j,i]``. A_prev (n_in, m), dZ (n_out, m) -> (m, n_out, n_in)."""
+    A_prev, dZ = _col_pair(A_prev, dZ)
+    G = np.empty((A_prev.shape[1], dZ.shape[0], A_prev.shape[0]), dtype=dZ.dtype)
+    _col_per_example_weight_grads_into(A_prev, dZ, G)
+    return G
 
 
 def per_example_sq_norms(A_prev, dZ):
     """N1 (column form) ``(||A_prev[:, i]||^2 + 1) * ||dZ[:, i]||^2`` -> (m,)."""
-    from .dense import per_example_sq_norms as row
-    return row(float_array("A_prev", A_prev, 2).T, float_array("dZ", dZ, 2).T)
+    A_prev, dZ = _col_pair(A_prev, dZ)
+    out = np.empty(A_prev.shape[1], dtype=dZ.dtype)
+    _col_per_example_sq_norms_into(A_prev, dZ, out)
+    return out
+
+
+def _col_pair(A_prev, dZ):
+    """Column convention: A_prev (n_in, m) and dZ (n_out, m), one column per example in both."""
+    A_prev, dZ = float_array("A_prev", A_prev, 2), float_array("dZ", dZ, 2)
+    _checks.shape("dZ", dZ, (None, A_prev.shape[1]), "(n_out, m)")
+    _checks.same_dtype(A_prev=A_prev, dZ=dZ)
+    return A_prev, dZ

@@ -166,6 +166,30 @@ def _col_input_grad_into(W, dZ, dA_prev):
             dA_prev[k, i] = s
 
 
+@jit
+def _col_per_example_weight_grads_into(A_prev, dZ, G):
+    """B1 (column): dW(i)[k,j] = sum_p dZ[p,i] sum_q A_prev[q,i] delta(q,j) delta(p,k) = dZ[k,i] * A_prev[j,i]."""
+    for i in range(A_prev.shape[1]):
+        for k in range(dZ.shape[0]):
+            # only p = k and q = j survive the two deltas
+            for j in range(A_prev.shape[0]):
+                G[i, k, j] = dZ[k, i] * A_prev[j, i]
+
+
+@jit
+def _col_per_example_sq_norms_into(A_prev, dZ, out):
+    """N1 (column): ||dW(i)||^2 + ||db(i)||^2 = (sum_j A_prev[j,i]^2 + 1) * sum_k dZ[k,i]^2."""
+    for i in range(A_prev.shape[1]):
+        sa = out.dtype.type(1.0)
+        for j in range(A_prev.shape[0]):
+            sa += A_prev[j, i] * A_prev[j, i]
+        sd = out.dtype.type(0.0)
+        # ||dZ[:, i]||^2 = sum_k dZ[k,i]^2
+        for k in range(dZ.shape[0]):
+            sd += dZ[k, i] * dZ[k, i]
+        out[i] = sa * sd
+
+
 # ---- the same names and signatures as loopgrad.kernels --------------------------------------------
 
 def dense_forward(A_prev, W, b):
