@@ -170,13 +170,19 @@ def dense_layer(A_prev, W, b=None):
     return _layer(A_prev, W, b, col=False)
 
 
-def dense_delta(dZ, A_prev, W):
-    """dZ (m, n_out) for a layer A_prev (m, n_in), W (n_in, n_out)."""
-    A_prev, W = dense_layer(A_prev, W)
+def _delta(dZ, A_prev, W, col):
+    """dZ of a layer in either convention: (m, n_out) in rows, (n_out, m) in columns."""
+    A_prev, W = _layer(A_prev, W, None, col)
     dZ = float_array("dZ", dZ, 2)
-    shape("dZ", dZ, (A_prev.shape[0], W.shape[1]), "(m, n_out)")
+    expected = (W.shape[0], A_prev.shape[1]) if col else (A_prev.shape[0], W.shape[1])
+    shape("dZ", dZ, expected, "(n_out, m)" if col else "(m, n_out)")
     same_dtype(dZ=dZ, W=W)
     return dZ, A_prev, W
+
+
+def dense_delta(dZ, A_prev, W):
+    """dZ (m, n_out) for a layer A_prev (m, n_in), W (n_in, n_out)."""
+    return _delta(dZ, A_prev, W, col=False)
 
 
 def example_pair(A_prev, dZ):
@@ -225,8 +231,4 @@ def col_layer(A_prev, W, b=None):
 
 def col_delta(dZ, A_prev, W):
     """Column convention: dZ (n_out, m) for A_prev (n_in, m), W (n_out, n_in)."""
-    A_prev, W = col_layer(A_prev, W)
-    dZ = float_array("dZ", dZ, 2)
-    shape("dZ", dZ, (W.shape[0], A_prev.shape[1]), "(n_out, m)")
-    same_dtype(dZ=dZ, W=W)
-    return dZ, A_prev, W
+    return _delta(dZ, A_prev, W, col=True)

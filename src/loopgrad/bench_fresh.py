@@ -143,7 +143,9 @@ def available(runtime):
 
 
 def _spawn(args, runtime=None):
-    env = dict(os.environ, LOOPGRAD_TIER="tuned")
+    from .tiers import ENV
+
+    env = dict(os.environ, **{ENV: "tuned"})
     if runtime == "loops-1t":
         env["NUMBA_NUM_THREADS"] = "1"
     out = subprocess.run([sys.executable, "-m", "loopgrad.bench_fresh", *args], env=env, capture_output=True,

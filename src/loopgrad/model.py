@@ -37,9 +37,9 @@ def running(backend, dtype):
     """The module that runs ``backend`` for ``dtype`` now: for ``"loops"`` the tuned kernels, or their
     NumPy twin while the tuned kernels compile in the background on a cold machine (``loopgrad.tiers``)
     or in a process forked after the loops' OpenMP thread pool started (``_numba.forked_child``)."""
-    network(backend)
+    module = network(backend)
     if backend != "loops":
-        return network(backend)
+        return module
     if _numba.forked_child():
         _numba._warn_once("fork", "loopgrad: this process was forked after GNU OpenMP's thread pool started, where "
                                   "the parallel loop kernels cannot run; it trains and predicts with their NumPy twin "
@@ -212,13 +212,28 @@ class MLP:
         """The step's arguments, built in this one place: ``Training(net, buf, update)`` for
         batches of up to ``batch_size`` rows; ``net.theta`` is this model's ``theta`` (trained in place)."""
         opt = _optim.get(optimizer)
-        return Training(layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta),
-                        layout.make_buffers(self.layers, batch_size, self.dtype), layout.make_update(opt, self.theta))
+        return Training(self._net(), layout.make_buffers(self.layers, batch_size, self.dtype),
+                        layout.make_update(opt, self.theta))
+
+    def warmup_arguments(self, batch_size=1):
+        """Throw-away arguments of the compiled epoch for this architecture, typed exactly as ``fit``
+        passes them: (net, buf, X, Y, order, batch_size, update, t0, noise, stop). ``warmup`` runs
+        them; ``loopgrad.tiers`` asks numba's cache for their signature."""
+        m = max(1, int(batch_size))
+        probe = MLP(self.sizes, self.hidden, self.output, self.dtype.name)
+        net, buf, update = probe.training_buffers(m, _optim.Adam())
+        X = np.zeros((m, self.sizes[0]), self.dtype)
+        Y = np.zeros((m, self.sizes[-1]), self.dtype)
+        return (net, buf, X, Y, np.arange(m), m, update, 0, _optim.SGD().noise(1, probe.n_params, self.dtype),
+                np.zeros(1, np.int64))
+
+    def _net(self):
+        return layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta)
 
     def _passes(self, X, Y, backend):
-        """Forward passes over blocks of at most PASS_ROWS rows: yields (net, buf, start, m) with
-        the block's forward done (and its targets loaded when Y is given)."""
-        net = layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta)
+        """Forward passes over blocks of at most PASS_ROWS rows: yields (backend module, net, buf, start, m)
+        with the block's forward done (and its targets loaded when Y is given)."""
+        net = self._net()
         buf = layout.make_buffers(self.layers, min(X.shape[0], PASS_ROWS), self.dtype)
         backend = running(backend, self.dtype.name)
         for start in range(0, X.shape[0], buf.rows):
@@ -280,7 +295,7 @@ class MLP:
     def _layer_deltas(self, X, Y):
         """[(A[l-1], dZ[l])] per layer after one backward pass over all rows: the two factors of B1 and N1."""
         X, Y = self.validate(X, Y, y_arg="Y")
-        net = layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta)
+        net = self._net()
         buf = layout.make_buffers(self.layers, X.shape[0], self.dtype)
         m = layout.load_batch(buf, X, Y)
         backend = running("loops", self.dtype.name)
@@ -363,15 +378,11 @@ class MLP:
         """Compile (or load from the disk cache) every kernel of ``backend`` that ``fit``, ``predict``
         and ``gradients`` run, on throw-away buffers; returns the seconds it took. For ``"loops"`` these
         are the tuned kernels, whatever tier this process runs (``loopgrad.tiers``)."""
-        m = max(1, int(batch_size))
-        probe = MLP(self.sizes, self.hidden, self.output, self.dtype.name)
-        net, buf, update = probe.training_buffers(m, _optim.Adam())
-        X = np.zeros((m, self.sizes[0]), self.dtype)
-        Y = np.zeros((m, self.sizes[-1]), self.dtype)
+        args = self.warmup_arguments(batch_size)
+        net, buf, m = args[0], args[1], args[5]
         t0 = time.perf_counter()
         module = network(backend)
-        module.train_epoch_into(net, buf, X, Y, np.arange(m), m, update, 0,
-                                _optim.SGD().noise(1, probe.n_params, self.dtype), np.zeros(1, np.int64))
+        module.train_epoch_into(*args)
         module.forward_into(net, buf, m)
         module.cost(net, buf, m)
         module.gradients_into(net, buf, m, 0.0)

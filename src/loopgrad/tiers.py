@@ -34,15 +34,9 @@ def mode():
 def _probe(dtype):
     """Arguments of the tuned epoch for a tiny network of ``dtype``: numba's types depend on the dtype
     and layouts only, not on the sizes, so these stand for any model."""
-    import numpy as np
+    from .model import MLP
 
-    from . import model, optim
-
-    m = model.MLP([1, 1, 1], dtype=dtype)
-    net, buf, update = m.training_buffers(1, optim.SGD())
-    one = np.zeros((1, 1), m.dtype)
-    noise = optim.SGD().noise(1, m.n_params, m.dtype)
-    return net, buf, one, one, np.arange(1), 1, update, 0, noise, np.zeros(1, np.int64)
+    return MLP([1, 1, 1], dtype=dtype).warmup_arguments(1)
 
 
 def _loaded(dispatcher, args):
