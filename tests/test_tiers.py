@@ -20,7 +20,7 @@ def _env(cache):
 
 def _result(out):
     """The summary's accuracy and final loss, e.g. ('96.67%', '0.1234')."""
-    m = re.search(r"test accuracy (\S+) on iris after 15 epochs \(final train loss (\S+)\)", out)
+    m = re.search(r"test accuracy (\S+) on iris after 15 epochs \(final train loss ([0-9.]+)", out)
     assert m, out
     return m.groups()
 

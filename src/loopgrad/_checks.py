@@ -125,12 +125,15 @@ def fits(arg, a, dtype):
     return out
 
 
-def integer(name, value, low):
-    """``value`` as an int >= ``low``, or a TypeError/ValueError naming ``name``."""
+def integer(name, value, low, high=None):
+    """``value`` as an int in [low, high] (no upper bound when ``high`` is None), or a
+    TypeError/ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
     if value < low:
         raise ValueError(f"{name}: expected an integer >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name}: expected an integer <= {high}, got {value}")
     return int(value)
 
 

@@ -143,9 +143,8 @@ def table(rows, dtype):
 
 
 def plot(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import _pyplot
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for what in dict.fromkeys(r[0] for r in rows):

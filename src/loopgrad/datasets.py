@@ -26,6 +26,10 @@ class Dataset:
     n_classes: int         # 0 for regression
     y_mean: float = 0.0    # regression targets were standardised with these
     y_scale: float = 1.0
+    raw_train: np.ndarray = None  # the features as stored, before standardising (float64)
+    raw_test: np.ndarray = None
+    x_mean: np.ndarray = None     # the training split's mean and std that standardised them
+    x_scale: np.ndarray = None
 
     @property
     def n_features(self):
@@ -48,7 +52,7 @@ def _raw(name, seed):
         return f[f"{name}_X"].astype(np.float64), f[f"{name}_y"]
 
 
-def _split(y, test_size, seed, stratify):
+def split(y, test_size, seed, stratify):
     """(train rows, test rows): a seeded shuffle; with ``stratify`` each class gives its share of
     round(test_size * n_class) test rows, so both splits keep the class proportions."""
     rng = np.random.default_rng(seed)
@@ -70,12 +74,12 @@ def load(name, test_size=0.2, seed=0, dtype="float64"):
         raise ValueError(f"dataset: expected one of {', '.join(NAMES)}, got {name!r}")
     X, y = _raw(name, seed)
     regression = name == "diabetes"
-    tr, te = _split(y, test_size, seed, stratify=not regression)
+    tr, te = split(y, test_size, seed, stratify=not regression)
     X_tr, X_te, y_tr, y_te = X[tr], X[te], y[tr], y[te]
     mu, sd = X_tr.mean(axis=0), X_tr.std(axis=0)
     sd[sd == 0] = 1.0
-    X_tr, X_te = ((a - mu) / sd for a in (X_tr, X_te))
-    data = dict(name=name, X_train=X_tr.astype(dtype), X_test=X_te.astype(dtype))
+    data = dict(name=name, X_train=((X_tr - mu) / sd).astype(dtype), X_test=((X_te - mu) / sd).astype(dtype),
+                raw_train=X_tr, raw_test=X_te, x_mean=mu, x_scale=sd)
     if regression:
         y_mean, y_scale = float(y_tr.mean()), float(y_tr.std())
         return Dataset(**data, y_train=((y_tr - y_mean) / y_scale).astype(dtype),

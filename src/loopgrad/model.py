@@ -4,9 +4,10 @@ Every pass (forward, loss, gradients, evaluation, training) runs on the chosen b
 ``"loops"`` (``loopgrad.kernels.network``) or its NumPy twin ``"numpy"``
 (``loopgrad.reference.network``), over buffers that ``loopgrad.layout`` makes.
 """
+import copy
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -69,15 +70,34 @@ class History:
     stopped_early: bool = False
     seconds: float = 0.0
     epoch_seconds: list = field(default_factory=list)  # the training call of each epoch (no evaluation)
+    epsilon: list = field(default_factory=list)  # DP-SGD: (epsilon, delta) spent after each epoch
+    stop_reason: str = ""
+
+    def to_dict(self):
+        """Plain lists and numbers (JSON-ready), one entry per epoch where a field is per epoch."""
+        d = asdict(self)
+        d["epsilon"] = [list(pair) for pair in self.epsilon]
+        return d
+
+    def plot(self, path=None, title=None):
+        """Loss per epoch and, with validation data, accuracy or R^2, the restored best epoch marked.
+        Writes a PNG to ``path`` when given; returns the matplotlib figure (needs the ``plot`` extra)."""
+        from .plots import plot_history
+        return plot_history(self, path, title=title)
 
 
 class MLP:
     """A fully connected network ``sizes = [n_0, ..., n_L]``.
 
-    ``hidden`` is the activation of every hidden layer; ``output`` (softmax,
-    sigmoid or identity) picks the matched loss (cross-entropy, binary
-    cross-entropy, squared error). All weights and biases live in one contiguous
-    block ``theta``; ``params`` hands out ``(W, b)`` views into it.
+    ``hidden`` is the activation of every hidden layer, or a list of one name per hidden layer
+    (``["relu", "tanh"]``); ``output`` (softmax, sigmoid or identity) picks the matched loss
+    (cross-entropy, binary cross-entropy, squared error). All weights and biases live in one
+    contiguous block ``theta``; ``params`` hands out ``(W, b)`` views into it.
+
+    ``classes`` are the labels of a classifier's outputs (any labels: strings, 1..K, ...); ``fit``
+    learns them from ``y`` unless the labels are 0..K-1. ``metadata`` is a JSON-ready dict that
+    ``save`` writes with the parameters (the CLI records the features, scaling, training
+    configuration and data fingerprint there).
     """
 
     def __init__(self, sizes, hidden="relu", output="softmax", dtype="float64", seed=0):
@@ -90,17 +110,21 @@ class MLP:
                 raise TypeError(f"sizes[{l}]: expected an integer width, got {n!r}")
             if n < 1:
                 raise ValueError(f"sizes[{l}]: expected a width >= 1, got {n} (a layer of zero units)")
-        activation_code(hidden)
+        L = len(sizes) - 1
+        hidden_list = _hidden_activations(hidden, L)
         if output not in OUTPUT_LOSS:
             raise ValueError(f"output: expected one of {', '.join(OUTPUT_LOSS)}, got {output!r}")
         if str(dtype) not in DTYPES:
             raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}")
         self.sizes = [int(n) for n in sizes]
-        self.hidden, self.output, self.loss_name = hidden, output, OUTPUT_LOSS[output]
+        self.hidden = hidden if isinstance(hidden, str) else list(hidden)
+        self.output, self.loss_name = output, OUTPUT_LOSS[output]
         self.dtype = np.dtype(str(dtype))
         self.seed = seed
-        L = len(self.sizes) - 1
-        self.activations = [hidden] * (L - 1) + [output]
+        self.classes = None
+        self.metadata = {}
+        self.training_rows = None  # sorted uint64 fingerprints of the rows it was trained on (see loopgrad.tabular)
+        self.activations = hidden_list + [output]
         self.layers = layout.layer_table(self.sizes, [activation_code(a) for a in self.activations])
         self.theta = np.zeros(layout.n_params(self.layers), dtype=self.dtype)
         self.params = layout.param_views(self.theta, self.layers)
@@ -119,6 +143,9 @@ class MLP:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("classes", None)
+        state.setdefault("metadata", {})
+        state.setdefault("training_rows", None)
         self.__dict__.update(state)
         self.params = layout.param_views(self.theta, self.layers)
 
@@ -130,6 +157,7 @@ class MLP:
         """A new model of the same architecture with a copy of ``theta`` (this model's by default)."""
         state = self.__getstate__()
         state["theta"] = np.array(self.theta if theta is None else theta, dtype=self.dtype, copy=True)
+        state["metadata"] = copy.deepcopy(self.metadata)
         if state["theta"].shape != self.theta.shape:
             raise ValueError(f"theta: expected shape ({self.n_params},), got {state['theta'].shape}")
         new = object.__new__(type(self))
@@ -150,6 +178,53 @@ class MLP:
     def is_classifier(self):
         return self.output != "identity"
 
+    @property
+    def n_classes(self):
+        """Classes a classifier tells apart (2 for one sigmoid unit); 0 for regression."""
+        if not self.is_classifier:
+            return 0
+        return 2 if self.output == "sigmoid" and self.sizes[-1] == 1 else self.sizes[-1]
+
+    @classmethod
+    def from_data(cls, X, y, hidden=(64,), activation="relu", task="auto", dtype="float64", seed=0):
+        """A model shaped for (X, y): one sigmoid unit for two classes, softmax over K > 2 classes,
+        identity outputs for regression (``task`` "auto" infers it: labels that are not numbers, or
+        few distinct integers, are classes). ``hidden`` lists the hidden widths; ``activation`` is one
+        name or one per hidden layer. A classifier's ``classes`` are the sorted distinct labels."""
+        X = _checks.real_array("X", X)
+        if X.ndim != 2:
+            raise ValueError(f"X: expected a matrix (m, n_0), got shape {X.shape}")
+        y = np.asarray(y)
+        if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y: expected {X.shape[0]} labels (m,) or targets (m, n_L) to match X, got shape {y.shape}")
+        task = infer_task(y) if task == "auto" else task
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task: expected 'auto', 'classification' or 'regression', got {task!r}")
+        widths = [hidden] if isinstance(hidden, (int, np.integer)) else list(hidden)
+        if task == "regression":
+            out, n_out, classes = "identity", (1 if y.ndim == 1 else y.shape[1]), None
+        else:
+            if y.ndim != 1:
+                raise ValueError(f"y: expected one label per row (m,) for classification, got shape {y.shape}")
+            classes = np.unique(y)
+            if classes.size < 2:
+                raise ValueError(f"y: expected at least two classes to classify, got only {classes.tolist()}")
+            out, n_out = ("sigmoid", 1) if classes.size == 2 else ("softmax", classes.size)
+        model = cls([X.shape[1], *widths, n_out], hidden=activation, output=out, dtype=dtype, seed=seed)
+        model.classes = classes
+        return model
+
+    def summary(self):
+        """A table of the layers: widths, activation, parameters, and the totals."""
+        lines = [f"{'layer':>5}  {'W shape':>14}  {'b':>6}  {'activation':<11} {'parameters':>11}"]
+        for l, ((W, b), act) in enumerate(zip(self.params, self.activations), start=1):
+            lines.append(f"{l:>5}  {str(W.shape):>14}  {b.shape[0]:>6}  {act:<11} {W.size + b.size:>11,}")
+        task = (f"classifier, {self.n_classes} classes" + (f" {_short(self.classes)}" if self.classes is not None
+                                                          else "")) if self.is_classifier else "regression"
+        lines.append(f"{self.n_params:,} parameters ({self.n_params * self.dtype.itemsize:,} bytes of "
+                     f"{self.dtype.name}); {self.loss_name} loss; {task}")
+        return "\n".join(lines)
+
     # ---- validation at the public boundary -------------------------------------------------
 
     def validate(self, X, y=None, arg="X", y_arg="y", any_float=False):
@@ -167,16 +242,21 @@ class MLP:
 
     def _targets(self, Y, m, arg):
         n_L = self.sizes[-1]
-        try:
-            Y = _checks.real_array(arg, Y)
-        except TypeError as e:
-            raise TypeError(str(e).replace("expected real numbers", "expected numeric targets or integer labels"))
+        if self.classes is not None and np.asarray(Y).ndim == 1:
+            Y = np.asarray(Y)
+            if Y.dtype.kind == "O":
+                Y = Y.astype(np.asarray(self.classes).dtype)
+        else:
+            try:
+                Y = _checks.real_array(arg, Y)
+            except TypeError as e:
+                raise TypeError(str(e).replace("expected real numbers", "expected numeric targets or integer labels"))
 
         if Y.ndim == 0 or Y.ndim > 2:
             raise ValueError(f"{arg}: expected labels (m,) or targets (m, n_L) = (m, {n_L}), got shape {Y.shape}")
         if Y.shape[0] != m:
             raise ValueError(f"{arg}: expected {m} rows to match X (m = {m}), got {Y.shape[0]}")
-        if Y.dtype.kind == "f":
+        if Y.dtype.kind == "f" and self.classes is None:
             _checks.finite(arg, Y)
         if Y.ndim == 2:
             if Y.shape[1] != n_L:
@@ -193,18 +273,61 @@ class MLP:
             Y = _checks.fits(arg, Y.reshape(m, 1), self.dtype)
             _squared_error_range(arg, Y)
             return Y
-        if Y.dtype.kind == "f" and not np.all(Y == np.round(Y)):
-            raise ValueError(f"{arg}: expected integer class labels, got non-integer values")
-        n_classes = 2 if (self.output == "sigmoid" and n_L == 1) else n_L
-        outside = (Y < 0) | (Y >= n_classes)  # on the values as given: 1e20 must not wrap around in int64
-        if outside.any():
-            raise ValueError(f"{arg}: expected class labels in [0, {n_classes}), got {Y[outside][0]:g}")
-        labels = Y.astype(np.int64)
+        n_classes = self.n_classes
+        if self.classes is not None:
+            labels = self._label_indices(arg, Y)
+        else:
+            if Y.dtype.kind == "f" and not np.all(Y == np.round(Y)):
+                raise ValueError(f"{arg}: expected integer class labels, got non-integer values")
+            outside = (Y < 0) | (Y >= n_classes)  # on the values as given: 1e20 must not wrap around in int64
+            if outside.any():
+                raise ValueError(f"{arg}: expected class labels in [0, {n_classes}), got {Y[outside][0]:g}")
+            labels = Y.astype(np.int64)
         if n_classes == 2 and n_L == 1:
             return np.ascontiguousarray(labels.reshape(m, 1), dtype=self.dtype)
         onehot = np.zeros((m, n_L), dtype=self.dtype)
         onehot[np.arange(m), labels] = 1
         return onehot
+
+    def _label_indices(self, arg, y):
+        """Positions of the labels ``y`` in ``classes``; a label the model does not know is an error."""
+        classes = np.asarray(self.classes)
+        try:
+            pos = np.clip(np.searchsorted(classes, y), 0, classes.size - 1)
+            known = classes[pos] == y
+        except TypeError:  # e.g. numbers against string classes
+            known = np.zeros(len(y), bool)
+        if not np.all(known):
+            bad = np.asarray(y)[~known][0]
+            bad = bad.item() if isinstance(bad, np.generic) else bad
+            raise ValueError(f"{arg}: label {bad!r} is not one of the model's classes {_short(classes)}")
+        return pos.astype(np.int64)
+
+    def _classes_of(self, y):
+        """Before the first ``fit`` of a classifier: the labels to learn from ``y``, or None when they
+        are the integers 0..K-1 (output positions) or are not labels at all (``validate`` then says why)."""
+        if not self.is_classifier or self.classes is not None:
+            return None
+        y = np.asarray(y)
+        if y.ndim != 1 or y.size == 0:
+            return None
+        if y.dtype.kind == "O" and all(isinstance(v, str) for v in y):
+            y = y.astype(str)
+        if y.dtype.kind not in "iufUS":
+            return None
+        if y.dtype.kind in "iuf":
+            numeric = y.astype(np.float64)
+            if not np.all(np.isfinite(numeric)) or not np.all(numeric == np.round(numeric)):
+                return None
+            if numeric.min() >= 0 and numeric.max() < self.n_classes:
+                return None
+        classes = np.unique(y)
+        if classes.size != self.n_classes:
+            raise ValueError(f"y: labels {_short(classes)} are not the integers 0..{self.n_classes - 1}, and "
+                             f"{classes.size} distinct labels do not name the model's {self.n_classes} classes "
+                             f"(n_L = {self.sizes[-1]}, {self.output} output); set model.classes to the full "
+                             f"sorted list of labels first")
+        return classes
 
     # ---- buffers -------------------------------------------------------------------------------
 
@@ -320,9 +443,13 @@ class MLP:
         A = self.forward(X, backend)
         if not self.is_classifier:
             return A[:, 0] if A.shape[1] == 1 else A
-        if self.output == "sigmoid" and A.shape[1] == 1:
-            return (A[:, 0] > 0.5).astype(np.int64)
-        return A.argmax(axis=1)
+        index = (A[:, 0] > 0.5).astype(np.int64) if self.output == "sigmoid" and A.shape[1] == 1 else A.argmax(axis=1)
+        return index if self.classes is None else np.asarray(self.classes)[index]
+
+    def predict_log_proba(self, X, backend="loops"):
+        """log of ``predict_proba``, without -inf warnings for probabilities that round to 0."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X, backend))
 
     def score(self, X, y, backend="loops"):
         """Accuracy for classifiers, R^2 for regression."""
@@ -348,6 +475,9 @@ class MLP:
         the tuned kernels for each pair of dtypes, about a minute of compiling each. ``predict``,
         ``score``, ``loss`` and ``gradients`` convert per block of 4096 rows instead.
         """
+        if progress not in (True, False, "bar", "lines", None, 0, 1):
+            raise ValueError(f"progress: expected True (a bar), False or 'lines' (one printed line per epoch), "
+                             f"got {progress!r}")
         plan = _Plan(epochs=_checks.integer("epochs", epochs, 0), batch_size=_checks.integer("batch_size", batch_size, 1),
                      shuffle=bool(shuffle), early_stopping=bool(early_stopping),
                      patience=_checks.integer("patience", patience, 1), progress=progress,
@@ -355,7 +485,15 @@ class MLP:
         network(backend)  # a clear error for an unknown name, before any work
         validation_split = _checks.number("validation_split", validation_split, 0.0, 1.0)
         opt = _optim.get(optimizer)
-        X, Y = self.validate(X, y)
+        learning = self.classes is None
+        if learning:
+            self.classes = self._classes_of(y)
+        try:
+            X, Y = self.validate(X, y)
+        except (TypeError, ValueError):
+            if learning:
+                self.classes = None  # a refused fit leaves the model as it was
+            raise
         rng = np.random.default_rng(_seed("seed", self.seed if seed is None else seed))
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -391,12 +529,14 @@ class MLP:
     # ---- save / load ----------------------------------------------------------------------------------
 
     def save(self, path):
-        """Write architecture, dtype, format version and parameters to an ``.npz`` file (no pickle)."""
+        """Write architecture, dtype, parameters, classes and ``metadata`` to exactly ``path``, an
+        ``.npz`` archive of plain arrays (no pickle), atomically. ``load`` reads the same path."""
         io.write_model(self, path)
 
     @classmethod
     def load(cls, path):
-        """Restore a model written by ``save``; never unpickles."""
+        """Restore a model written by ``save``; never unpickles. ``path`` as given to ``save``; a path
+        without its ``.npz`` suffix finds the file with it."""
         return io.read_model(cls, path)
 
 
@@ -424,6 +564,41 @@ def _squared_error_range(arg, Y):
     if big > limit:
         raise ValueError(f"{arg}: targets as large as {big:g} overflow the squared-error loss in {Y.dtype.name} "
                          f"(|y| must stay below about {limit:.1g}); standardise the targets")
+
+
+def _hidden_activations(hidden, L):
+    """One activation name per hidden layer, from one name or a list of L - 1 names."""
+    if isinstance(hidden, str):
+        activation_code(hidden)
+        return [hidden] * (L - 1)
+    if not isinstance(hidden, (list, tuple)):
+        raise TypeError(f"hidden: expected an activation name or a list of {L - 1} names, got {hidden!r}")
+    if len(hidden) != L - 1:
+        raise ValueError(f"hidden: expected one activation per hidden layer, {L - 1} names for sizes of "
+                         f"{L + 1} layers, got {len(hidden)}: {list(hidden)}")
+    for name in hidden:
+        activation_code(name)
+    return list(hidden)
+
+
+def infer_task(y):
+    """"classification" for labels that are not numbers, booleans, or integers with at most 20
+    distinct values (and fewer than half as many as rows); "regression" otherwise."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return "regression"
+    y = y.reshape(-1)
+    if y.dtype.kind in "bUSO":
+        return "classification"
+    if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+        return "regression"
+    n_unique = np.unique(y).size
+    return "classification" if n_unique <= 20 and n_unique <= max(2, y.size // 2) else "regression"
+
+
+def _short(values, n=8):
+    values = list(np.asarray(values).tolist())
+    return str(values) if len(values) <= n else str(values[:n])[:-1] + f", ... ({len(values)} in all)]"
 
 
 def _seed(name, seed):
@@ -461,6 +636,28 @@ class _Plan:
     backend: str
 
 
+def _over_budget(opt, n, batch_size):
+    """True when DP-SGD's next epoch would take epsilon past its target."""
+    if getattr(opt, "target_epsilon", None) is None:
+        return False
+    steps = max(1, int(round(n / batch_size))) if opt.poisson else -(-n // batch_size)
+    return opt.epsilon(extra_steps=steps) > opt.target_epsilon
+
+
+def _epoch_fields(model, history, validated):
+    """What the bar (or the per-epoch line) shows of the last epoch."""
+    shown = {"loss": f"{history.loss[-1]:.4f}"}
+    if validated:
+        shown["val_loss"] = f"{history.val_loss[-1]:.4f}"
+        if model.is_classifier:
+            shown["val_acc"] = f"{100 * history.val_accuracy[-1]:.2f}%"
+        else:
+            shown["val_r2"] = f"{history.val_r2[-1]:.4f}"
+    if history.epsilon:
+        shown["epsilon"] = f"{history.epsilon[-1][0]:.3g}"
+    return shown
+
+
 def _interruptible(call):
     """Run a compiled call (it releases the GIL) in a worker thread, so that the main thread stays
     free to take Ctrl-C: it then sets the call's stop flag, waits for the mini-batch in progress to
@@ -487,10 +684,12 @@ def _interruptible(call):
     return outcome["value"]
 
 
-def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend):
+def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend, rng):
     """One epoch as one compiled call (several when DP-SGD's noise block would be too large);
-    returns (sum of m_b J_b, steps taken). On a cold machine the first epochs may run on the NumPy
-    twin while the tuned kernels compile (``loopgrad.tiers``)."""
+    returns (sum of m_b J_b, steps taken, training buffers). On a cold machine the first epochs may
+    run on the NumPy twin while the tuned kernels compile (``loopgrad.tiers``)."""
+    if opt.poisson:
+        return _run_poisson_epoch(model, training, opt, X, Y, order, batch_size, t, backend, rng)
     n_batches = -(-order.size // batch_size)
     per_call = max(1, NOISE_BLOCK // model.n_params) if opt.per_step_noise else n_batches
     total = 0.0
@@ -502,7 +701,34 @@ def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend):
         part_total, _ = _interruptible(lambda stop: module.train_epoch_into(
             training.net, training.buf, X, Y, part, batch_size, training.update, t + first, noise, stop))
         total += part_total
-    return total, n_batches
+        opt.record(steps)
+    return total, n_batches, training
+
+
+def _run_poisson_epoch(model, training, opt, X, Y, rows, batch_size, t, backend, rng):
+    """DP-SGD with Poisson sampling: n / batch_size steps, each on the rows that an independent coin
+    of probability batch_size / n picked (a batch of varying size; an empty one is skipped, with
+    probability about e^-batch_size). One compiled call per step; the buffers grow when a batch is
+    larger than they hold."""
+    rate = min(1.0, batch_size / rows.size)
+    steps = max(1, int(round(rows.size / batch_size)))
+    stop = np.zeros(1, np.int64)
+    total, done, visited = 0.0, 0, 0
+    for _ in range(steps):
+        batch = rows[rng.random(rows.size) < rate]
+        if batch.size == 0:
+            continue
+        if batch.size > training.buf.rows:
+            training = Training(training.net, layout.make_buffers(model.layers, batch.size + batch.size // 4,
+                                                                  model.dtype), training.update)
+        module = running(backend, model.dtype.name)
+        noise = opt.noise(1, model.n_params, model.dtype)
+        part, _ = module.train_epoch_into(training.net, training.buf, X, Y, batch, batch.size, training.update,
+                                          t + done, noise, stop)
+        total, done, visited = total + part, done + 1, visited + batch.size
+        opt.record(1)
+    # scaled so that the caller's total / n is the mean loss over the rows the batches visited
+    return total * rows.size / max(1, visited), done, training
 
 
 def _train(model, opt, X, Y, rows, val, plan, rng):
@@ -512,18 +738,24 @@ def _train(model, opt, X, Y, rows, val, plan, rng):
     t_start = time.perf_counter()
     n = rows.size
     batch_size = min(plan.batch_size, n)
-    training = model.training_buffers(batch_size, opt)
-    opt.start()
+    opt.start(n, batch_size)
+    training = model.training_buffers(batch_size + (4 * int(np.sqrt(batch_size)) + 8 if opt.poisson else 0), opt)
     history = History()
     best, best_theta, since_best, t = np.inf, None, 0, 0
     start_theta = model.theta.copy()
-    bar = tqdm(total=plan.epochs * -(-n // batch_size), disable=not plan.progress, unit="batch", leave=True,
-               dynamic_ncols=True)
+    lines = plan.progress == "lines"
+    bar = tqdm(total=plan.epochs * -(-n // batch_size), disable=lines or not plan.progress, unit="batch",
+               leave=True, dynamic_ncols=True)
     try:
         for epoch in range(plan.epochs):
+            if _over_budget(opt, n, batch_size):
+                history.stopped_early = True
+                history.stop_reason = (f"target_epsilon: one more epoch would spend more than epsilon = "
+                                       f"{opt.target_epsilon:g} at delta = {opt.delta:g}")
+                break
             order = rng.permutation(rows) if plan.shuffle else rows
             t_epoch = time.perf_counter()
-            total, steps = _run_epoch(model, training, opt, X, Y, order, batch_size, t, plan.backend)
+            total, steps, training = _run_epoch(model, training, opt, X, Y, order, batch_size, t, plan.backend, rng)
             history.epoch_seconds.append(time.perf_counter() - t_epoch)
             t += steps
             bar.update(steps)
@@ -533,14 +765,20 @@ def _train(model, opt, X, Y, rows, val, plan, rng):
                 raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {epoch_loss}); the "
                                          f"parameters were restored; lower the learning rate")
             history.loss.append(epoch_loss)
+            if isinstance(opt, _optim.DPSGD):
+                history.epsilon.append((opt.epsilon(), opt.delta))
             monitored = epoch_loss
             if val is not None:
                 monitored, v_score = _evaluate(model, *val, plan.backend)
                 history.val_loss.append(monitored)
                 (history.val_accuracy if model.is_classifier else history.val_r2).append(v_score)
             history.epochs = epoch + 1
-            bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.4f}",
-                            **({"val_loss": f"{monitored:.4f}"} if val is not None else {}))
+            shown = _epoch_fields(model, history, val is not None)
+            if lines:
+                print(f"epoch {epoch + 1}/{plan.epochs} " + " ".join(f"{k} {v}" for k, v in shown.items())
+                      + f" ({history.epoch_seconds[-1]:.2f} s)", flush=True)
+            else:
+                bar.set_postfix(epoch=epoch + 1, **shown)
             if monitored < best - plan.tol:
                 best, since_best, history.best_epoch = monitored, 0, epoch
                 if plan.early_stopping:
@@ -549,6 +787,7 @@ def _train(model, opt, X, Y, rows, val, plan, rng):
                 since_best += 1
                 if plan.early_stopping and since_best >= plan.patience:
                     history.stopped_early = True
+                    history.stop_reason = f"early stopping: no improvement for {plan.patience} epochs"
                     break
     finally:
         bar.close()

@@ -1,8 +1,12 @@
-"""Names shared by the loop kernels and their NumPy twins.
+"""Names and constants shared by the loop kernels and their NumPy twins.
 
 Activations and losses are chosen by name at the public boundary and by a small
 integer code inside compiled code (numba cannot dispatch on strings cheaply).
 """
+import math
+
+import numpy as np
+
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "gelu", "softmax")
 ACTIVATION_CODE = {name: code for code, name in enumerate(ACTIVATIONS)}
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTPLUS, GELU, SOFTMAX = range(len(ACTIVATIONS))
@@ -36,5 +40,30 @@ OPTIMIZERS = ("sgd", "adam")
 SGD_CODE, ADAM_CODE = range(len(OPTIMIZERS))
 # Slots of the float64 hyper-parameter vector the fused step receives. It holds constants only:
 # the step count t is an argument of its own, never stored here or changed inside a kernel.
-H_LR, H_MOMENTUM, H_NESTEROV, H_BETA1, H_BETA2, H_EPS, H_WEIGHT_DECAY, H_CLIP = range(8)
-N_HYPER = 8
+# DP-SGD's noise: its std (noise multiplier x clip norm; 0: none drawn in the step), the key of the
+# counter-based generator (an integer below 2^53, exact in float64), and the expected batch size
+# that divides the noisy sum under Poisson sampling (0: the batch's own size m).
+H_LR, H_MOMENTUM, H_NESTEROV, H_BETA1, H_BETA2, H_EPS, H_WEIGHT_DECAY, H_CLIP, H_NOISE_STD, H_NOISE_KEY, H_MEAN_ROWS = range(11)
+N_HYPER = 11
+
+
+def ziggurat_tables(layers=128, r=3.442619855899, v=9.91256303526217e-3):
+    """Doornik's (2005) ziggurat of ``layers`` equal-area layers under the normal density: the
+    layers' right edges ``x`` (layers + 1,) and the ratios ``x[i + 1] / x[i]`` below which a point
+    of layer i lies inside the rectangle under the next layer (the fast path)."""
+    x = np.empty(layers + 1)
+    f = math.exp(-0.5 * r * r)
+    x[0], x[1] = v / f, r
+    for i in range(2, layers):
+        x[i] = math.sqrt(-2.0 * math.log(v / x[i - 1] + f))
+        f = math.exp(-0.5 * x[i] * x[i])
+    x[layers] = 0.0
+    return x, x[1:] / x[:-1]
+
+
+ZIG_R = 3.442619855899
+ZIG_X, ZIG_RATIO = ziggurat_tables(r=ZIG_R)
+# SplitMix64's increment (the golden ratio in 64 bits) and the scale of 53 bits to (0, 1]
+GAMMA = np.uint64(0x9E3779B97F4A7C15)
+TO_UNIT = 2.0 ** -53
+SIGNED_UNIT = 2.0 ** -51

@@ -13,6 +13,7 @@ from ..layout import ACT
 from ..tables import H_CLIP
 from .dense import _bias_grad_into, _dense_act_forward_into, _input_grad_act_into, _per_example_sq_norms_into, _weight_grad_into
 from .losses import _loss_rows_into, _mean, _output_delta_into
+from .noise import _dp_noise_into
 from .optim import _optimizer_update_into
 
 
@@ -94,14 +95,13 @@ def gradients_into(net, buf, m, clip_norm):
 @jit(inline=True)
 def train_step_into(net, buf, m, update, t, noise):
     """One mini-batch, fused: ``forward_into`` (F1-F3), ``gradients_into`` (B8, B6, B2, B3; N1, N2
-    when the optimizer clips), ``grad += noise / m`` when ``noise`` (P,) is not empty, then the
+    when the optimizer clips), for DP-SGD the noisy mean (``noise._dp_noise_into``: the
+    counter-based noise of step ``t``, or the row ``noise`` (P,) when it is not empty), then the
     update of ``net.theta`` in place at step ``t``. Returns J of the batch before the update."""
     forward_into(net, buf, m)
     J = gradients_into(net, buf, m, update.hyper[H_CLIP])
-    if noise.shape[0] > 0:
-        scale = net.grad.dtype.type(1.0) / net.grad.dtype.type(m)
-        for p in range(noise.shape[0]):
-            net.grad[p] += noise[p] * scale
+    if update.hyper[H_CLIP] > 0.0:
+        _dp_noise_into(net.grad, noise, update.hyper, t, m)
     _optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t)
     return J
 

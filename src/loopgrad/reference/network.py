@@ -9,6 +9,7 @@ from ..tables import ACTIVATIONS, H_CLIP, LOSSES
 from .activations import activation_backward, activation_forward
 from .dense import per_example_sq_norms
 from .losses import LOSS
+from .noise import _dp_noise
 from .optim import optimizer_update
 
 
@@ -53,8 +54,8 @@ def train_step_into(net, buf, m, update, t, noise):
     """forward, gradients, optional DP noise, then the optimizer update of ``net.theta`` in place."""
     forward_into(net, buf, m)
     J = gradients_into(net, buf, m, update.hyper[H_CLIP])
-    if noise.shape[0] > 0:
-        net.grad[...] += noise / net.theta.dtype.type(m)
+    if update.hyper[H_CLIP] > 0.0:
+        net.grad[...] = _dp_noise(net.grad, noise, update.hyper, t, m)
     net.theta[...], update.state[...] = optimizer_update(update.code, net.theta, net.grad, update.state, net.decay,
                                                          update.hyper, t)
     return J
