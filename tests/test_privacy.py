@@ -157,3 +157,14 @@ def test_cli_reports_epsilon(tmp_path, capsys):
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert 0 < result["privacy"]["epsilon"] < 10 and result["privacy"]["delta"] == 1e-5
     assert "-DP for the" in captured.err
+
+
+def test_estimators_train_privately_and_report_epsilon():
+    from loopgrad.sklearn import MLPClassifier
+    data = datasets.load("digits")
+    clf = MLPClassifier((32,), solver="sgd", learning_rate_init=0.2, momentum=0.0, batch_size=64, max_iter=5,
+                        dp_clip=1.0, dp_noise=1.0, random_state=0).fit(data.X_train, data.y_train)
+    assert 0 < clf.dp_epsilon_ < 5 and clf.score(data.X_test, data.y_test) > 0.7
+    assert MLPClassifier(max_iter=2).fit(data.X_train[:50], data.y_train[:50]).dp_epsilon_ is None
+    with pytest.raises(ValueError, match="solver='sgd'"):
+        MLPClassifier(dp_noise=1.0).fit(data.X_train, data.y_train)

@@ -256,3 +256,18 @@ def test_row_fingerprints_find_exactly_the_training_rows(rng):
     model.training_rows = np.unique(tabular.row_fingerprints(X[:300]))
     seen = tabular.seen_rows(model, np.r_[X[250:], -0.0 * X[:1] + X[:1]])
     assert seen[:50].all() and not seen[50:250].any() and seen[250]
+
+
+def test_parquet_round_trip(tmp_path, iris_csv, capsys):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path, X, names = iris_csv
+    frame = pd.read_csv(path)
+    frame.to_parquet(tmp_path / "iris.parquet")
+    model = str(tmp_path / "m.npz")
+    assert main(["train", "--input", str(tmp_path / "iris.parquet"), "--target", "species", "--epochs", "30",
+                 "--lr", "1e-2", "--save", model, "--json", "--quiet"]) == 0
+    assert _json_out(capsys)["test"]["accuracy"] > 0.8
+    frame.drop(columns="species").head(3).to_parquet(tmp_path / "new.parquet")
+    assert main(["predict", model, "--input", str(tmp_path / "new.parquet"), "--output", str(tmp_path / "p.csv")]) == 0
+    assert (tmp_path / "p.csv").read_text().splitlines()[1:] == ["setosa"] * 3

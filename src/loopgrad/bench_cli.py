@@ -88,9 +88,10 @@ def product_scratch(m, n_in, n_out, dtype):
     return layout.make_buffers(layout.layer_table([n_in, n_out], [0]), m, dtype)
 
 
-def step_case(sizes, m, dtype, backend="loops", seed=1):
-    """A ready training step of an MLP ``sizes`` (ReLU/softmax, SGD lr 0.01) on a random batch of
-    ``m`` rows: returns (step, model, X, y) where ``step()`` runs one fused step in place."""
+def step_case(sizes, m, dtype, backend="loops", seed=1, optimizer=None):
+    """A ready training step of an MLP ``sizes`` (ReLU/softmax, ``optimizer``: SGD lr 0.01 by default)
+    on a random batch of ``m`` rows: returns (step, model, X, y) where ``step()`` runs one fused step
+    in place (for DP-SGD with the noise of a fit over m * 100 rows)."""
     from .model import MLP, network
     from .optim import SGD
     from . import layout
@@ -99,9 +100,11 @@ def step_case(sizes, m, dtype, backend="loops", seed=1):
     model = MLP(sizes, dtype=dtype)
     X = rng.standard_normal((m, sizes[0])).astype(dtype)
     y = rng.integers(0, sizes[-1], m)
-    net, buf, update = model.training_buffers(m, SGD(0.01))
+    opt = SGD(0.01) if optimizer is None else optimizer
+    opt.start(100 * m, m)
+    net, buf, update = model.training_buffers(m, opt)
     layout.load_batch(buf, *model.validate(X, y))
-    noise = SGD().noise(1, model.n_params, dtype)[0]
+    noise = opt.noise(1, model.n_params, dtype)[0]
     run = network(backend).train_step_into
     return (lambda: run(net, buf, m, update, 1, noise)), model, X, y
 

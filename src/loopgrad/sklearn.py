@@ -3,7 +3,8 @@
 ``MLPClassifier`` and ``MLPRegressor`` take the options of scikit-learn's own
 estimators where they overlap, and expose the same fitted attributes
 (``coefs_``, ``intercepts_``, ``loss_curve_``, ``classes_``, ``n_features_in_``...).
-``alpha`` is scikit-learn's L2 term ``alpha/(2 m) ||W||^2`` per batch of ``m``,
+``dp_clip``/``dp_noise`` (with ``solver="sgd"``) train with DP-SGD and set ``dp_epsilon_``, the
+epsilon spent at ``dp_delta``. ``alpha`` is scikit-learn's L2 term ``alpha/(2 m) ||W||^2`` per batch of ``m``,
 which is weight decay ``alpha / m`` on the weights.
 """
 import warnings
@@ -19,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .model import MLP
-from .optim import SGD, Adam
+from .optim import DPSGD, SGD, Adam
 
 _SKLEARN_ACTIVATION = {"logistic": "sigmoid"}
 
@@ -48,12 +49,18 @@ class _BaseMLP(BaseEstimator):
         "momentum": [Interval(Real, 0, 1, closed="left")],
         "nesterovs_momentum": ["boolean"],
         "dtype": [StrOptions({"float32", "float64"})],
+        "dp_clip": [None, Interval(Real, 0, None, closed="neither")],
+        "dp_noise": [None, Interval(Real, 0, None, closed="left")],
+        "dp_delta": [Interval(Real, 0, 1, closed="neither")],
+        "dp_target_epsilon": [None, Interval(Real, 0, None, closed="neither")],
+        "dp_poisson": ["boolean"],
     }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, momentum=0.9, nesterovs_momentum=True, dtype="float64"):
+                 epsilon=1e-8, n_iter_no_change=10, momentum=0.9, nesterovs_momentum=True, dtype="float64",
+                 dp_clip=None, dp_noise=None, dp_delta=1e-5, dp_target_epsilon=None, dp_poisson=False):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -74,6 +81,11 @@ class _BaseMLP(BaseEstimator):
         self.momentum = momentum
         self.nesterovs_momentum = nesterovs_momentum
         self.dtype = dtype
+        self.dp_clip = dp_clip
+        self.dp_noise = dp_noise
+        self.dp_delta = dp_delta
+        self.dp_target_epsilon = dp_target_epsilon
+        self.dp_poisson = dp_poisson
 
     def fit(self, X, y):
         """Fit to (X, y); if anything fails, the estimator keeps the fitted state it had before."""
@@ -94,12 +106,21 @@ class _BaseMLP(BaseEstimator):
         n = X.shape[0]
         batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         decay = self.alpha / batch
-        if self.solver == "adam":
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        private = self.dp_clip is not None or self.dp_noise is not None
+        if private and self.solver != "sgd":
+            raise ValueError(f"solver: differential privacy (dp_clip/dp_noise) trains with DP-SGD; set solver='sgd', "
+                             f"got solver={self.solver!r}")
+        if private:
+            opt = DPSGD(self.learning_rate_init, clip_norm=1.0 if self.dp_clip is None else self.dp_clip,
+                        noise_multiplier=1.0 if self.dp_noise is None else self.dp_noise,
+                        seed=seed, momentum=self.momentum, weight_decay=decay, poisson=self.dp_poisson, delta=self.dp_delta,
+                        target_epsilon=self.dp_target_epsilon)
+        elif self.solver == "adam":
             opt = Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon, weight_decay=decay)
         else:
             opt = SGD(self.learning_rate_init, self.momentum, self.nesterovs_momentum and self.momentum > 0,
                       weight_decay=decay)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         activation = _SKLEARN_ACTIVATION.get(self.activation, self.activation)
         model = MLP([X.shape[1], *hidden, Y.shape[1]], hidden=activation, output=output, dtype=self.dtype, seed=seed)
         val = self.validation_fraction if self.early_stopping else 0.0
@@ -111,6 +132,8 @@ class _BaseMLP(BaseEstimator):
         self.model_ = model
         self.loss_curve_ = list(history.loss)
         self.n_iter_ = history.epochs
+        # DP-SGD: the (epsilon, delta) spent, from dp-accounting's RDP accountant (None without DP)
+        self.dp_epsilon_ = history.epsilon[-1][0] if history.epsilon else None
         self.loss_ = history.loss[-1] if history.loss else np.nan
         self.best_loss_ = min(history.loss) if history.loss and not self.early_stopping else None
         if self.early_stopping:
