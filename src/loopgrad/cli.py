@@ -437,7 +437,8 @@ def _cmd_info(args):
     if meta.get("training"):
         print("  training: " + ", ".join(f"{k}={v}" for k, v in meta["training"].items()))
     if model.training_rows is not None:
-        print(f"  fingerprints of {model.training_rows.size} training rows (predict leaves them out of scores)")
+        print(f"  fingerprints of the {model.training_rows.size} distinct training rows (predict leaves them out of "
+              f"scores)")
     return 0
 
 
