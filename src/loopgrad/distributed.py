@@ -210,17 +210,18 @@ def _rebuild(spec, theta):
 
 def _local_round(spec, theta, X, Y, keep, epochs, batch_size, optimizer, seed, shuffle):
     """One chunk's part of a round: ``epochs`` local epochs of the fused compiled epoch from ``theta``,
-    optimizer state from zero. Returns (theta_c, m_c, m_c * mean loss of its last local epoch), or
-    None for a chunk without rows."""
+    optimizer state from zero. Returns (theta_c, m_c, m_c * mean loss of its last local epoch, seconds
+    of its own training), or None for a chunk without rows."""
     if keep is not None:
         X, Y = X[keep], Y[keep]
     m = len(X)
     if m == 0:
         return None
     local = _rebuild(spec, theta)
+    t0 = time.perf_counter()
     history = local.fit(X, Y, epochs=epochs, batch_size=min(batch_size, m), optimizer=copy.deepcopy(optimizer),
                         shuffle=shuffle, seed=seed, progress=False)
-    return local.theta, m, history.loss[-1] * m
+    return local.theta, m, history.loss[-1] * m, time.perf_counter() - t0
 
 
 def _average(model, results):
@@ -260,8 +261,10 @@ def _fit_local_sgd(model, dask, blocks, masks, epochs, opt, client, batch_size, 
             tasks = [dask.delayed(_local_round)(spec, theta, x, y, k, local_epochs, batch_size, opt,
                                                _chunk_seed(seed, r, c), shuffle)
                      for c, ((x, y), k) in enumerate(zip(blocks, masks))]
-            new_theta, loss = _average(model, _compute(dask, tasks, client))
+            results = _compute(dask, tasks, client)
+            new_theta, loss = _average(model, results)
             history.epoch_seconds.append(time.perf_counter() - t_round)
+            history.compute_seconds.append(max((r[3] for r in results if r is not None), default=0.0))
             if not np.isfinite(loss) or not np.isfinite(new_theta).all():
                 model.theta[...] = start_theta
                 raise FloatingPointError(f"training diverged in round {r + 1} (loss {loss}); the parameters were "

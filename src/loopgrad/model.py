@@ -71,6 +71,7 @@ class History:
     seconds: float = 0.0
     epoch_seconds: list = field(default_factory=list)  # the training call of each epoch (no evaluation)
     epsilon: list = field(default_factory=list)  # DP-SGD: (epsilon, delta) spent after each epoch
+    compute_seconds: list = field(default_factory=list)  # fit_distributed: the slowest chunk's training per round
     stop_reason: str = ""
 
     def to_dict(self):
