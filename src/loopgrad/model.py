@@ -461,7 +461,7 @@ class MLP:
 
     def fit(self, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=None,
             validation_data=None, validation_split=0.0, early_stopping=False, patience=5, progress=True,
-            backend="loops", tol=0.0):
+            backend="loops", tol=0.0, optimizer_state=None):
         """Mini-batch training; returns a ``History``. Same seed, same result, bit for bit.
 
         Each epoch is one compiled call of the chosen backend (forward, backward and update of
@@ -475,6 +475,9 @@ class MLP:
         converting per mini-batch inside the compiled epoch would need a second compiled copy of
         the tuned kernels for each pair of dtypes, about a minute of compiling each. ``predict``,
         ``score``, ``loss`` and ``gradients`` convert per block of 4096 rows instead.
+        
+        ``optimizer_state`` (an ``optim.OptimizerState``) carries the optimizer's moments and step
+        count into this fit and out of it, so that consecutive fits continue one run.
         """
         if progress not in (True, False, "bar", "lines", None, 0, 1):
             raise ValueError(f"progress: expected True (a bar), False or 'lines' (one printed line per epoch), "
@@ -482,7 +485,7 @@ class MLP:
         plan = _Plan(epochs=_checks.integer("epochs", epochs, 0), batch_size=_checks.integer("batch_size", batch_size, 1),
                      shuffle=bool(shuffle), early_stopping=bool(early_stopping),
                      patience=_checks.integer("patience", patience, 1), progress=progress,
-                     tol=_checks.number("tol", tol, 0.0), backend=backend)
+                     tol=_checks.number("tol", tol, 0.0), backend=backend, carry=optimizer_state)
         network(backend)  # a clear error for an unknown name, before any work
         validation_split = _checks.number("validation_split", validation_split, 0.0, 1.0)
         opt = _optim.get(optimizer)
@@ -635,6 +638,7 @@ class _Plan:
     progress: bool
     tol: float
     backend: str
+    carry: object = None  # an optim.OptimizerState, or None
 
 
 def _over_budget(opt, n, batch_size):
@@ -741,8 +745,15 @@ def _train(model, opt, X, Y, rows, val, plan, rng):
     batch_size = min(plan.batch_size, n)
     opt.start(n, batch_size)
     training = model.training_buffers(batch_size + (4 * int(np.sqrt(batch_size)) + 8 if opt.poisson else 0), opt)
+    carry = plan.carry
+    if carry is not None and carry.moments is not None:
+        if carry.moments.shape != training.update.state.shape:
+            raise ValueError(f"optimizer_state: moments of shape {carry.moments.shape} do not fit this model's "
+                             f"{training.update.state.shape}")
+        training.update.state[...] = carry.moments
     history = History()
-    best, best_theta, since_best, t = np.inf, None, 0, 0
+    best, best_theta, since_best = np.inf, None, 0
+    t = carry.t if carry is not None else 0
     start_theta = model.theta.copy()
     lines = plan.progress == "lines"
     bar = tqdm(total=plan.epochs * -(-n // batch_size), disable=lines or not plan.progress, unit="batch",
@@ -792,6 +803,8 @@ def _train(model, opt, X, Y, rows, val, plan, rng):
                     break
     finally:
         bar.close()
+        if carry is not None:
+            carry.moments, carry.t = training.update.state.copy(), t
     if plan.early_stopping and best_theta is not None:
         model.theta[...] = best_theta
     history.seconds = time.perf_counter() - t_start

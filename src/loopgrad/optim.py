@@ -200,6 +200,20 @@ def _derive_key(seed, fit):
     return int.from_bytes(digest, "little") >> 11
 
 
+class OptimizerState:
+    """An optimizer's state carried from one ``fit`` to the next (``fit(..., optimizer_state=s)``):
+    the velocity or Adam's two moments, in ``theta``'s layout, and the steps taken ``t``. Without
+    one, every ``fit`` starts its optimizer from zero; with one, a later ``fit`` (``partial_fit``, a
+    warm start, an epoch-by-epoch schedule) continues where the last stopped."""
+
+    def __init__(self):
+        self.moments = None  # (2, P), or None before the first fit
+        self.t = 0
+
+    def reset(self):
+        self.moments, self.t = None, 0
+
+
 def get(optimizer):
     if optimizer is None:
         return Adam()
