@@ -83,3 +83,27 @@ def test_dp_step(benchmark, optimizer):
         net_step = step
         step = lambda: (opt.noise(1, model.n_params, np.float32), net_step())  # noqa: E731
     benchmark(step)
+
+
+@pytest.mark.small
+@pytest.mark.parametrize("impl", ["loopgrad", "sklearn"])
+def test_lbfgs_fit(benchmark, impl):
+    """solver="lbfgs", 100 iterations, on digits (64-64-10, float64): scipy's L-BFGS-B on loopgrad's
+    fused loss and gradient against scikit-learn's own; both start from the same initial weights."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
+    from loopgrad.sklearn import MLPClassifier
+    d = datasets.load("digits")
+    benchmark.group = "lbfgs fit digits 64-64-10, 100 iterations"
+    cls = MLPClassifier if impl == "loopgrad" else SkMLPClassifier
+    make = lambda: cls((64,), solver="lbfgs", max_iter=100, random_state=0)  # noqa: E731
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return make().fit(d.X_train, d.y_train)
+    assert run().score(d.X_test, d.y_test) > 0.9
+    benchmark.pedantic(run, rounds=3, iterations=1)

@@ -70,10 +70,7 @@ def test_a_failed_refit_keeps_the_fitted_state():
 
 # ---- parity with scikit-learn's own MLPs ------------------------------------------------------------
 
-KNOWN_GAPS = {
-    "MLPClassifier": {"set_fit_request", "fit(sample_weight)", "partial_fit(sample_weight)"},
-    "MLPRegressor": {"set_fit_request", "set_partial_fit_request", "fit(sample_weight)", "partial_fit(sample_weight)"},
-}
+KNOWN_GAPS = {"MLPClassifier": set(), "MLPRegressor": set()}
 
 
 def _public_methods(cls):
@@ -102,8 +99,6 @@ def test_every_parameter_method_and_fitted_attribute_of_scikit_learn(ours, their
         ours_args = set(inspect.signature(getattr(ours, name)).parameters)
         lacking |= {f"{name}({arg})" for arg in theirs_args - ours_args}
     # What is still missing, named here so that a new gap fails and a closed one must be struck off.
-    # sample_weight (and the set_*_request methods scikit-learn derives from it) needs per-example
-    # weights in the fused step; loss="poisson" an exponential output.
     assert lacking == KNOWN_GAPS[theirs.__name__], f"missing: {sorted(lacking)}"
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
@@ -213,3 +208,55 @@ def test_predict_log_proba():
     d = datasets.load("iris")
     clf = MLPClassifier((8,), max_iter=5, random_state=0).fit(d.X_train, d.y_train)
     np.testing.assert_allclose(np.exp(clf.predict_log_proba(d.X_test)), clf.predict_proba(d.X_test), rtol=1e-12)
+
+
+def test_sample_weight_is_a_weighted_mean():
+    """Integer weights equal repeating rows: the gradient of weights (2, 1, 3) is the gradient of the
+    rows repeated 2, 1 and 3 times (float64, one batch: equal to 1e-12)."""
+    import loopgrad as lg
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((3, 4)), np.array([0, 2, 1])
+    model = lg.MLP([4, 5, 3], seed=2)
+    w = np.array([2.0, 1.0, 3.0])
+    J_w, g_w = model.gradient_block(X, y, sample_weight=w)
+    J_r, g_r = model.gradient_block(np.repeat(X, [2, 1, 3], axis=0), np.repeat(y, [2, 1, 3]))
+    assert abs(J_w - J_r) < 1e-12 and np.abs(g_w - g_r).max() < 1e-12
+    for backend in ("loops", "numpy"):  # the fused step, both twins: one batch of the weighted rows
+        a = lg.MLP([4, 5, 3], seed=2)
+        a.fit(X, y, epochs=1, batch_size=3, optimizer=lg.SGD(0.1), sample_weight=w, progress=False, backend=backend)
+        b = lg.MLP([4, 5, 3], seed=2)
+        b.fit(np.repeat(X, [2, 1, 3], axis=0), np.repeat(y, [2, 1, 3]), epochs=1, batch_size=6,
+              optimizer=lg.SGD(0.1), progress=False, shuffle=False, backend=backend)
+        assert np.abs(a.theta - b.theta).max() < 1e-12
+    with pytest.raises(ValueError, match="sample_weight: expected weights >= 0"):
+        model.fit(X, y, sample_weight=[1.0, -1.0, 1.0], progress=False)
+    with pytest.raises(ValueError, match=r"sample_weight: expected shape \(3,\)"):
+        model.fit(X, y, sample_weight=[1.0, 1.0], progress=False)
+
+
+def test_estimators_take_sample_weight():
+    d = datasets.load("wine")
+    w = np.where(d.y_train == 0, 5.0, 1.0)
+    for solver in ("adam", "lbfgs"):
+        plain = MLPClassifier((8,), solver=solver, max_iter=30, random_state=0).fit(d.X_train, d.y_train)
+        weighted = MLPClassifier((8,), solver=solver, max_iter=30, random_state=0).fit(d.X_train, d.y_train,
+                                                                                        sample_weight=w)
+        assert not np.allclose(plain.coefs_[0], weighted.coefs_[0])
+        ones = MLPClassifier((8,), solver=solver, max_iter=30, random_state=0).fit(
+            d.X_train, d.y_train, sample_weight=np.ones(len(w)))
+        np.testing.assert_allclose(ones.coefs_[0], plain.coefs_[0], rtol=1e-9, atol=1e-12)
+    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3).partial_fit(d.X_train, d.X_train[:, 0], sample_weight=w)
+    assert reg.n_iter_ == 1
+
+
+def test_dask_ml_incremental_wraps_the_estimator():
+    """dask-ml's Incremental calls partial_fit block by block; the optimizer state carries over."""
+    da = pytest.importorskip("dask.array")
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    d = datasets.load("digits")
+    X, y = da.from_array(d.X_train, chunks=(300, 64)), da.from_array(d.y_train, chunks=300)
+    inc = wrappers.Incremental(MLPClassifier((32,), random_state=0, learning_rate_init=1e-2), scoring="accuracy")
+    for _ in range(3):
+        inc.partial_fit(X, y, classes=np.arange(10))
+    assert inc.estimator_.n_iter_ == 15 and inc.estimator_.t_ == 3 * len(d.X_train)
+    assert inc.score(da.from_array(d.X_test, chunks=100), da.from_array(d.y_test, chunks=100)) > 0.85

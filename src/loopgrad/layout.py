@@ -57,6 +57,7 @@ class Buffers(NamedTuple):
     y: np.ndarray       # (rows * n_L,) targets of the batch
     losses: np.ndarray  # (rows,) per-example losses L(i)
     norms: np.ndarray   # (rows,) per-example gradient norms (N1) or clipping factors (N2)
+    weights: np.ndarray # (rows,) the batch's sample weights; (0,) when the examples are not weighted
     wt: np.ndarray      # (max n_in * n_out,) one layer's W transposed
     at: np.ndarray      # (chunk * max n_in,) a chunk of A_prev transposed
     dzt: np.ndarray     # (chunk * max n_out,) a chunk of dZ transposed
@@ -102,8 +103,9 @@ def make_update(optimizer, theta):
     return Update(np.int64(optimizer.code), optimizer.hyper(), np.zeros((2, theta.size), dtype=theta.dtype))
 
 
-def make_buffers(layers, rows, dtype):
-    """``Buffers`` for batches of up to ``rows`` examples through the network ``layers``."""
+def make_buffers(layers, rows, dtype, weighted=False):
+    """``Buffers`` for batches of up to ``rows`` examples through the network ``layers``; with
+    ``weighted``, room for a sample weight per example (a weighted mean in J, B2 and B3)."""
     rows = int(rows)
     if rows < 1:
         raise ValueError(f"rows: expected a batch capacity >= 1, got {rows}")
@@ -116,7 +118,7 @@ def make_buffers(layers, rows, dtype):
             slots[l, col] = off
             off += rows * n
     chunk = min(rows, WEIGHT_CHUNK)
-    sizes = {"y": rows * widths[-1], "losses": rows, "norms": rows,
+    sizes = {"y": rows * widths[-1], "losses": rows, "norms": rows, "weights": rows if weighted else 0,
              "wt": int((layers[:, N_IN] * layers[:, N_OUT]).max()),
              "at": chunk * int(layers[:, N_IN].max()), "dzt": chunk * int(layers[:, N_OUT].max())}
     work = np.zeros(off + sum(sizes.values()), dtype=dtype)
@@ -142,12 +144,14 @@ def target_view(buf, m):
     return buf.y[:m * n].reshape(m, n)
 
 
-def load_batch(buf, X, Y=None):
-    """Copy the rows of X (and Y) into the slots A[0] (and Y); returns m."""
+def load_batch(buf, X, Y=None, weights=None):
+    """Copy the rows of X (and Y, and their sample weights) into the slots A[0] (and Y, weights); returns m."""
     m = X.shape[0]
     layer_views(buf, m)[0][1][...] = X
     if Y is not None:
         target_view(buf, m)[...] = Y
+    if weights is not None:
+        buf.weights[:m] = weights
     return m
 
 

@@ -332,36 +332,38 @@ class MLP:
 
     # ---- buffers -------------------------------------------------------------------------------
 
-    def training_buffers(self, batch_size, optimizer=None):
+    def training_buffers(self, batch_size, optimizer=None, weighted=False):
         """The step's arguments, built in this one place: ``Training(net, buf, update)`` for
-        batches of up to ``batch_size`` rows; ``net.theta`` is this model's ``theta`` (trained in place)."""
+        batches of up to ``batch_size`` rows (with room for sample weights when ``weighted``);
+        ``net.theta`` is this model's ``theta`` (trained in place)."""
         opt = _optim.get(optimizer)
-        return Training(self._net(), layout.make_buffers(self.layers, batch_size, self.dtype),
+        return Training(self._net(), layout.make_buffers(self.layers, batch_size, self.dtype, weighted),
                         layout.make_update(opt, self.theta))
 
     def warmup_arguments(self, batch_size=1):
         """Throw-away arguments of the compiled epoch for this architecture, typed exactly as ``fit``
-        passes them: (net, buf, X, Y, order, batch_size, update, t0, noise, stop). ``warmup`` runs
+        passes them: (net, buf, X, Y, W, order, batch_size, update, t0, noise, stop). ``warmup`` runs
         them; ``loopgrad.tiers`` asks numba's cache for their signature."""
         m = max(1, int(batch_size))
         probe = MLP(self.sizes, self.hidden, self.output, self.dtype.name)
         net, buf, update = probe.training_buffers(m, _optim.Adam())
         X = np.zeros((m, self.sizes[0]), self.dtype)
         Y = np.zeros((m, self.sizes[-1]), self.dtype)
-        return (net, buf, X, Y, np.arange(m), m, update, 0, _optim.SGD().noise(1, probe.n_params, self.dtype),
-                np.zeros(1, np.int64))
+        return (net, buf, X, Y, np.zeros(0, self.dtype), np.arange(m), m, update, 0,
+                _optim.SGD().noise(1, probe.n_params, self.dtype), np.zeros(1, np.int64))
 
     def _net(self):
         return layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta)
 
-    def _passes(self, X, Y, backend):
+    def _passes(self, X, Y, backend, weights=None):
         """Forward passes over blocks of at most PASS_ROWS rows: yields (backend module, net, buf, start, m)
-        with the block's forward done (and its targets loaded when Y is given)."""
+        with the block's forward done (and its targets and sample weights loaded when given)."""
         net = self._net()
-        buf = layout.make_buffers(self.layers, min(X.shape[0], PASS_ROWS), self.dtype)
+        buf = layout.make_buffers(self.layers, min(X.shape[0], PASS_ROWS), self.dtype, weights is not None)
         backend = running(backend, self.dtype.name)
         for start in range(0, X.shape[0], buf.rows):
-            m = layout.load_batch(buf, X[start:start + buf.rows], None if Y is None else Y[start:start + buf.rows])
+            m = layout.load_batch(buf, X[start:start + buf.rows], None if Y is None else Y[start:start + buf.rows],
+                                  None if weights is None else weights[start:start + buf.rows])
             backend.forward_into(net, buf, m)
             yield backend, net, buf, start, m
 
@@ -394,19 +396,39 @@ class MLP:
         J, grad = self.gradient_block(X, Y, backend)
         return J, layout.param_views(grad, self.layers)
 
-    def gradient_block(self, X, Y, backend="loops"):
-        """(J, grad) with grad (P,) in ``theta``'s layout. Rows are taken in passes of PASS_ROWS;
-        with several passes each pass's mean gradient is weighted by its rows."""
+    def gradient_block(self, X, Y, backend="loops", sample_weight=None):
+        """(J, grad) with grad (P,) in ``theta``'s layout; with ``sample_weight`` (m,) the weighted means.
+        Rows are taken in passes of PASS_ROWS; with several passes each pass's mean gradient is weighted
+        by its rows (or by the sum of its sample weights)."""
         X, Y = self.validate(X, Y, y_arg="Y", any_float=True)
+        weights = self._sample_weight(sample_weight, X.shape[0])
         grad = None
-        J = 0.0
-        for backend_net, net, buf, _, m in self._passes(X, Y, backend):
+        J, total = 0.0, 0.0
+        for backend_net, net, buf, start, m in self._passes(X, Y, backend, weights):
             J_b = backend_net.gradients_into(net, buf, m, 0.0)
             if m == X.shape[0]:
                 return self.dtype.type(J_b), net.grad
-            grad = net.grad * self.dtype.type(m) if grad is None else grad + net.grad * self.dtype.type(m)
-            J += float(J_b) * m
-        return self.dtype.type(J / X.shape[0]), grad / self.dtype.type(X.shape[0])
+            share = float(m if weights is None else weights[start:start + m].sum(dtype=np.float64))
+            grad = net.grad * self.dtype.type(share) if grad is None else grad + net.grad * self.dtype.type(share)
+            J += float(J_b) * share
+            total += share
+        return self.dtype.type(J / total), grad / self.dtype.type(total)
+
+    def _sample_weight(self, sample_weight, m):
+        """Sample weights as (m,) of the model's dtype: finite, >= 0, not all 0; None stays None."""
+        if sample_weight is None:
+            return None
+        w = _checks.real_array("sample_weight", sample_weight)
+        if w.ndim == 0:
+            w = np.full(m, float(w))
+        if w.shape != (m,):
+            raise ValueError(f"sample_weight: expected shape ({m},) to match X, got {w.shape}")
+        _checks.finite("sample_weight", w)
+        if (w < 0).any():
+            raise ValueError(f"sample_weight: expected weights >= 0, got {w[w < 0][0]:g}")
+        if not (w > 0).any():
+            raise ValueError("sample_weight: expected at least one weight > 0, got all zeros")
+        return np.ascontiguousarray(w, dtype=self.dtype)
 
     def per_example_gradients(self, X, Y):
         """B1 for every layer: [(dW (m, n_in, n_out), db (m, n_out))]; their mean is ``gradients``."""
@@ -461,7 +483,7 @@ class MLP:
 
     def fit(self, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=None,
             validation_data=None, validation_split=0.0, early_stopping=False, patience=5, progress=True,
-            backend="loops", tol=0.0, optimizer_state=None):
+            backend="loops", tol=0.0, optimizer_state=None, sample_weight=None):
         """Mini-batch training; returns a ``History``. Same seed, same result, bit for bit.
 
         Each epoch is one compiled call of the chosen backend (forward, backward and update of
@@ -478,6 +500,8 @@ class MLP:
         
         ``optimizer_state`` (an ``optim.OptimizerState``) carries the optimizer's moments and step
         count into this fit and out of it, so that consecutive fits continue one run.
+        ``sample_weight`` (m,): each mini-batch's J, B2 and B3 become weighted means
+        sum_i w_i L(i) / sum_i w_i (a batch whose weights sum to 0 leaves the parameters alone).
         """
         if progress not in (True, False, "bar", "lines", None, 0, 1):
             raise ValueError(f"progress: expected True (a bar), False or 'lines' (one printed line per epoch), "
@@ -494,6 +518,10 @@ class MLP:
             self.classes = self._classes_of(y)
         try:
             X, Y = self.validate(X, y)
+            weights = self._sample_weight(sample_weight, X.shape[0])
+            if weights is not None and getattr(opt, "clip_norm", None) is not None:
+                raise ValueError("sample_weight: DP-SGD bounds each example's contribution by clipping; weighted "
+                                 "examples would break its privacy analysis")
         except (TypeError, ValueError):
             if learning:
                 self.classes = None  # a refused fit leaves the model as it was
@@ -514,14 +542,14 @@ class MLP:
             val, rows = (X[order[:n_val]], Y[order[:n_val]]), order[n_val:]
         elif validation_data is None:
             val = None
-        return _train(self, opt, X, Y, rows, val, plan, rng)
+        return _train(self, opt, X, Y, rows, val, plan, rng, weights)
 
     def warmup(self, batch_size=32, backend="loops"):
         """Compile (or load from the disk cache) every kernel of ``backend`` that ``fit``, ``predict``
         and ``gradients`` run, on throw-away buffers; returns the seconds it took. For ``"loops"`` these
         are the tuned kernels, whatever tier this process runs (``loopgrad.tiers``)."""
         args = self.warmup_arguments(batch_size)
-        net, buf, m = args[0], args[1], args[5]
+        net, buf, m = args[0], args[1], args[6]
         t0 = time.perf_counter()
         module = network(backend)
         module.train_epoch_into(*args)
@@ -689,12 +717,12 @@ def _interruptible(call):
     return outcome["value"]
 
 
-def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend, rng):
+def _run_epoch(model, training, opt, X, Y, W, order, batch_size, t, backend, rng):
     """One epoch as one compiled call (several when DP-SGD's noise block would be too large);
     returns (sum of m_b J_b, steps taken, training buffers). On a cold machine the first epochs may
     run on the NumPy twin while the tuned kernels compile (``loopgrad.tiers``)."""
     if opt.poisson:
-        return _run_poisson_epoch(model, training, opt, X, Y, order, batch_size, t, backend, rng)
+        return _run_poisson_epoch(model, training, opt, X, Y, W, order, batch_size, t, backend, rng)
     n_batches = -(-order.size // batch_size)
     per_call = max(1, NOISE_BLOCK // model.n_params) if opt.per_step_noise else n_batches
     total = 0.0
@@ -704,13 +732,13 @@ def _run_epoch(model, training, opt, X, Y, order, batch_size, t, backend, rng):
         module = running(backend, model.dtype.name)
         noise = opt.noise(steps, model.n_params, model.dtype)
         part_total, _ = _interruptible(lambda stop: module.train_epoch_into(
-            training.net, training.buf, X, Y, part, batch_size, training.update, t + first, noise, stop))
+            training.net, training.buf, X, Y, W, part, batch_size, training.update, t + first, noise, stop))
         total += part_total
         opt.record(steps)
     return total, n_batches, training
 
 
-def _run_poisson_epoch(model, training, opt, X, Y, rows, batch_size, t, backend, rng):
+def _run_poisson_epoch(model, training, opt, X, Y, W, rows, batch_size, t, backend, rng):
     """DP-SGD with Poisson sampling: n / batch_size steps, each on the rows that an independent coin
     of probability batch_size / n picked (a batch of varying size; an empty one is skipped, with
     probability about e^-batch_size). One compiled call per step; the buffers grow when a batch is
@@ -725,10 +753,10 @@ def _run_poisson_epoch(model, training, opt, X, Y, rows, batch_size, t, backend,
             continue
         if batch.size > training.buf.rows:
             training = Training(training.net, layout.make_buffers(model.layers, batch.size + batch.size // 4,
-                                                                  model.dtype), training.update)
+                                                                  model.dtype, W.shape[0] > 0), training.update)
         module = running(backend, model.dtype.name)
         noise = opt.noise(1, model.n_params, model.dtype)
-        part, _ = module.train_epoch_into(training.net, training.buf, X, Y, batch, batch.size, training.update,
+        part, _ = module.train_epoch_into(training.net, training.buf, X, Y, W, batch, batch.size, training.update,
                                           t + done, noise, stop)
         total, done, visited = total + part, done + 1, visited + batch.size
         opt.record(1)
@@ -736,7 +764,7 @@ def _run_poisson_epoch(model, training, opt, X, Y, rows, batch_size, t, backend,
     return total * rows.size / max(1, visited), done, training
 
 
-def _train(model, opt, X, Y, rows, val, plan, rng):
+def _train(model, opt, X, Y, rows, val, plan, rng, weights=None):
     """Epochs over the rows ``rows`` of (X, Y) (indices; shuffled each epoch with ``rng`` when asked)."""
     from tqdm.auto import tqdm
 
@@ -744,7 +772,9 @@ def _train(model, opt, X, Y, rows, val, plan, rng):
     n = rows.size
     batch_size = min(plan.batch_size, n)
     opt.start(n, batch_size)
-    training = model.training_buffers(batch_size + (4 * int(np.sqrt(batch_size)) + 8 if opt.poisson else 0), opt)
+    W = np.zeros(0, model.dtype) if weights is None else weights
+    training = model.training_buffers(batch_size + (4 * int(np.sqrt(batch_size)) + 8 if opt.poisson else 0), opt,
+                                      weighted=weights is not None)
     carry = plan.carry
     if carry is not None and carry.moments is not None:
         if carry.moments.shape != training.update.state.shape:
@@ -767,7 +797,8 @@ def _train(model, opt, X, Y, rows, val, plan, rng):
                 break
             order = rng.permutation(rows) if plan.shuffle else rows
             t_epoch = time.perf_counter()
-            total, steps, training = _run_epoch(model, training, opt, X, Y, order, batch_size, t, plan.backend, rng)
+            total, steps, training = _run_epoch(model, training, opt, X, Y, W, order, batch_size, t, plan.backend,
+                                                rng)
             history.epoch_seconds.append(time.perf_counter() - t_epoch)
             t += steps
             bar.update(steps)

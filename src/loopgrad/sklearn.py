@@ -101,10 +101,11 @@ class _BaseMLP(BaseEstimator):
         self.dp_target_epsilon = dp_target_epsilon
         self.dp_poisson = dp_poisson
 
-    def fit(self, X, y):
-        """Fit to (X, y) (from the current weights with ``warm_start``); if anything fails, the
-        estimator keeps the fitted state it had before."""
-        return self._guarded(lambda: self._fit_data(X, y, incremental=False))
+    def fit(self, X, y, sample_weight=None):
+        """Fit to (X, y) (from the current weights with ``warm_start``), each example's loss weighted by
+        ``sample_weight`` (m,) when given; if anything fails, the estimator keeps the fitted state it
+        had before."""
+        return self._guarded(lambda: self._fit_data(X, y, incremental=False, sample_weight=sample_weight))
 
     def _guarded(self, work):
         saved = dict(self.__dict__)
@@ -122,7 +123,7 @@ class _BaseMLP(BaseEstimator):
 
     # ---- the training loop ------------------------------------------------------------------------
 
-    def _fit(self, X, Y, output, incremental, stratify=None):
+    def _fit(self, X, Y, output, incremental, stratify=None, sample_weight=None):
         hidden = self.hidden_layer_sizes
         hidden = [hidden] if np.isscalar(hidden) else list(hidden)
         if not hidden or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
@@ -140,10 +141,12 @@ class _BaseMLP(BaseEstimator):
         if not resume:
             self._initialize(sizes, output, X.dtype)
         model = self.model_
+        if sample_weight is not None:
+            sample_weight = model._sample_weight(sample_weight, X.shape[0])
         if self.solver == "lbfgs":
-            self._fit_lbfgs(model, X, Y)
+            self._fit_lbfgs(model, X, Y, sample_weight)
         else:
-            self._fit_stochastic(model, X, Y, incremental, stratify)
+            self._fit_stochastic(model, X, Y, incremental, stratify, sample_weight)
         self.n_layers_ = len(model.sizes)
         self.n_outputs_ = Y.shape[1]
         self.out_activation_ = {"sigmoid": "logistic"}.get(output, output)
@@ -172,8 +175,10 @@ class _BaseMLP(BaseEstimator):
         self._learning_rate = float(self.learning_rate_init)
         self._optimizer = None
 
-    def _make_optimizer(self, batch):
-        decay = self.alpha / batch  # scikit-learn's alpha/(2m) ||W||^2 per batch of m: weight decay alpha/m
+    def _make_optimizer(self, batch, mean_weight=1.0):
+        # scikit-learn's alpha/(2 s) ||W||^2 per batch, s its rows or the sum of their sample weights:
+        # weight decay alpha/s, with s taken as batch x the mean weight (exact when one batch is all rows)
+        decay = self.alpha / (batch * mean_weight)
         private = self.dp_clip is not None or self.dp_noise is not None
         if private and self.solver != "sgd":
             raise ValueError(f"solver: differential privacy (dp_clip/dp_noise) trains with DP-SGD; set solver='sgd', "
@@ -189,12 +194,14 @@ class _BaseMLP(BaseEstimator):
         return SGD(self._learning_rate, self.momentum, self.nesterovs_momentum and self.momentum > 0,
                    weight_decay=decay)
 
-    def _fit_stochastic(self, model, X, Y, incremental, stratify):
+    def _fit_stochastic(self, model, X, Y, incremental, stratify, sample_weight):
         if self.early_stopping:
             from sklearn.model_selection import train_test_split
-            split = train_test_split(X, Y, random_state=self._random_state, test_size=self.validation_fraction,
+            parts = (X, Y) if sample_weight is None else (X, Y, sample_weight)
+            split = train_test_split(*parts, random_state=self._random_state, test_size=self.validation_fraction,
                                      stratify=stratify)
-            X_train, X_val, Y_train, Y_val = split
+            X_train, X_val, Y_train, Y_val = split[:4]
+            sample_weight = None if sample_weight is None else split[4]
             if X_val.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                                  "your dataset.")
@@ -207,8 +214,9 @@ class _BaseMLP(BaseEstimator):
             if self.batch_size > n:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
             batch = min(int(self.batch_size), n)
+        mean_weight = 1.0 if sample_weight is None else float(np.mean(sample_weight))
         if self._optimizer is None or not incremental:
-            self._optimizer = self._make_optimizer(batch)
+            self._optimizer = self._make_optimizer(batch, mean_weight)
         opt = self._optimizer
         weights = [W for W, _ in model.params]
         n_batches = -(-n // batch)
@@ -220,11 +228,11 @@ class _BaseMLP(BaseEstimator):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 history = model.fit(X_train, Y_train, epochs=1, batch_size=batch, optimizer=opt, shuffle=self.shuffle,
                                     seed=int(self._random_state.randint(np.iinfo(np.int32).max)), progress=False,
-                                    optimizer_state=self._carry)
+                                    optimizer_state=self._carry, sample_weight=sample_weight)
             self.n_iter_ += 1
             # scikit-learn's loss: the data term plus alpha/(2 m_b) ||W||^2 for each of the epoch's batches
             l2 = 0.5 * self.alpha * sum(float(np.dot(W.ravel(), W.ravel())) for W in weights)
-            self.loss_ = history.loss[0] + l2 * n_batches / n
+            self.loss_ = history.loss[0] + l2 * n_batches / (n * mean_weight)
             self.t_ += n
             self.loss_curve_.append(self.loss_)
             if history.epsilon:
@@ -265,17 +273,17 @@ class _BaseMLP(BaseEstimator):
                                           if self.loss_curve_[-1] > self.best_loss_ - self.tol else 0)
             self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
 
-    def _fit_lbfgs(self, model, X, Y):
+    def _fit_lbfgs(self, model, X, Y, sample_weight):
         """L-BFGS (scipy.optimize.minimize, L-BFGS-B) on loopgrad's fused loss and gradient over all
-        rows, with scikit-learn's L2 term alpha/(2n) ||W||^2."""
+        rows (weighted means with ``sample_weight``), with scikit-learn's L2 term alpha/(2n) ||W||^2."""
         from scipy.optimize import minimize
 
-        n = X.shape[0]
+        n = X.shape[0] if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
         decay = layout.decay_mask(model.layers, np.float64)
 
         def loss_and_grad(theta):
             model.theta[...] = theta
-            J, grad = model.gradient_block(X, Y)
+            J, grad = model.gradient_block(X, Y, sample_weight=sample_weight)
             w = theta * decay
             return float(J) + 0.5 * self.alpha * float(np.dot(w, w)) / n, grad.astype(np.float64) + self.alpha * w / n
 
@@ -338,17 +346,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validation_score(self, X, Y):
         return float(self.model_.score(X, Y if Y.shape[1] > 1 else Y[:, 0]))
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y) from the current weights, optimizer state kept from the last call.
         ``classes`` (every label of all calls) is required on the first call."""
         def work():
             first = not hasattr(self, "model_")
             if first and classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-            return self._fit_data(X, y, incremental=True, classes=classes if first else None)
+            return self._fit_data(X, y, incremental=True, classes=classes if first else None,
+                                  sample_weight=sample_weight)
         return self._guarded(work)
 
-    def _fit_data(self, X, y, incremental, classes=None):
+    def _fit_data(self, X, y, incremental, classes=None, sample_weight=None):
         reset = not (incremental and hasattr(self, "model_"))
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False, reset=reset)
         y = column_or_1d(y, warn=True)
@@ -369,10 +378,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self._incremental = incremental
         dtype = _dtype(self, X)
         if k == 2:
-            return self._fit(X, codes.reshape(-1, 1).astype(dtype), "sigmoid", incremental, stratify=codes)
+            return self._fit(X, codes.reshape(-1, 1).astype(dtype), "sigmoid", incremental, stratify=codes,
+                             sample_weight=sample_weight)
         Y = np.zeros((len(codes), k), dtype=dtype)
         Y[np.arange(len(codes)), codes] = 1
-        return self._fit(X, Y, "softmax", incremental, stratify=codes)
+        return self._fit(X, Y, "softmax", incremental, stratify=codes, sample_weight=sample_weight)
 
     def predict_proba(self, X):
         A = self._forward(X)
@@ -419,18 +429,18 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         return tags
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y) from the current weights, optimizer state kept from the last call."""
-        return self._guarded(lambda: self._fit_data(X, y, incremental=True))
+        return self._guarded(lambda: self._fit_data(X, y, incremental=True, sample_weight=sample_weight))
 
-    def _fit_data(self, X, y, incremental):
+    def _fit_data(self, X, y, incremental, sample_weight=None):
         reset = not (incremental and hasattr(self, "model_"))
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True, multi_output=True,
                              reset=reset)
         self._y_1d = y.ndim == 1
         self._incremental = incremental
         Y = np.asarray(y, dtype=_dtype(self, X)).reshape(len(y), -1)
-        return self._fit(X, Y, "identity", incremental)
+        return self._fit(X, Y, "identity", incremental, sample_weight=sample_weight)
 
     def _validation_score(self, X, Y):
         return float(self.model_.score(X, Y))

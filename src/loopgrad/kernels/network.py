@@ -29,11 +29,37 @@ def forward_into(net, buf, m):
 
 @jit
 def cost(net, buf, m):
-    """After ``forward_into``: the cost of the B8 pairs, J = (1/m) sum_i L(i), from the logits Z[L] and the targets Y."""
+    """After ``forward_into``: the cost of the B8 pairs, J = (1/m) sum_i L(i), from the logits Z[L] and the
+    targets Y; with sample weights, J = sum_i w_i L(i) / sum_i w_i (0 when the weights sum to 0)."""
     L = net.layers.shape[0]
     losses = buf.losses[:m]
     _loss_rows_into(net.loss, layout.z(buf, L, m), layout.targets(buf, m), losses)
-    return _mean(losses)
+    if buf.weights.shape[0] == 0:
+        return _mean(losses)
+    total = losses.dtype.type(0.0)
+    for i in range(m):
+        total += buf.weights[i] * losses[i]
+    s = _weight_sum(buf.weights, m)
+    return total / s if s > 0.0 else losses.dtype.type(0.0)
+
+
+@jit
+def _weight_sum(weights, m):
+    s = weights.dtype.type(0.0)
+    for i in range(m):
+        s += weights[i]
+    return s
+
+
+@jit
+def _weight_rows(weights, m, dZ):
+    """dZ[L][i] *= m w_i / sum_j w_j: by linearity every later delta, and so B2 and B3's (1/m) sums,
+    become the weighted means sum_i w_i g(i) / sum_i w_i."""
+    s = _weight_sum(weights, m)
+    for i in range(m):
+        c = weights[i] * dZ.dtype.type(m) / s if s > 0.0 else dZ.dtype.type(0.0)
+        for k in range(dZ.shape[1]):
+            dZ[i, k] *= c
 
 
 @jit
@@ -71,11 +97,14 @@ def gradients_into(net, buf, m, clip_norm):
     B2 ``dW[l] = A[l-1]^T dZ[l] / m`` and B3 ``db[l] = sum_i dZ[l] / m`` into ``net.grad``.
 
     With ``clip_norm > 0`` each example's gradient is first scaled to norm at most ``clip_norm``
-    (N1, N2). Returns J (before clipping).
+    (N1, N2). With sample weights (``buf.weights`` not empty) J, dW and db are the weighted means.
+    Returns J (before clipping).
     """
     L = net.layers.shape[0]
     J = cost(net, buf, m)
     _output_delta_into(layout.a(buf, L, m), layout.targets(buf, m), layout.dz(buf, L, m))
+    if buf.weights.shape[0] > 0:
+        _weight_rows(buf.weights, m, layout.dz(buf, L, m))
     for l in range(L, 1, -1):
         W, _ = layout.params(net.theta, net.layers, l - 1)
         _input_grad_act_into(layout.dz(buf, l, m), W, net.layers[l - 2, ACT], layout.z(buf, l - 1, m),
@@ -107,9 +136,10 @@ def train_step_into(net, buf, m, update, t, noise):
 
 
 @jit
-def train_epoch_into(net, buf, X, Y, order, batch_size, update, t0, noise, stop):
+def train_epoch_into(net, buf, X, Y, W, order, batch_size, update, t0, noise, stop):
     """An epoch of fused steps (F1-F3, B8, B6, B2, B3 and the update per mini-batch): the rows
-    ``order[s:s + batch_size]`` of (X, Y) are gathered into the slots A[0] and Y and trained by
+    ``order[s:s + batch_size]`` of (X, Y) (and their sample weights W (n,) when W is not empty, into
+    ``buf.weights``) are gathered into the slots A[0] and Y and trained by
     ``train_step_into`` at step ``t0 + k + 1`` (k counts the batches of this call),
     with the noise row ``noise[k]`` when ``noise`` is (steps, P); a (1, 0) block means no noise.
     ``stop`` (1,) int64 is read after every mini-batch: nonzero ends the call there (another thread
@@ -131,6 +161,8 @@ def train_epoch_into(net, buf, X, Y, order, batch_size, update, t0, noise, stop)
                 xr[j] = x[j]
             for j in range(y.shape[0]):
                 yr[j] = y[j]
+            if W.shape[0] > 0:
+                buf.weights[r] = W[order[start + r]]
         row = noise[k] if noise.shape[1] > 0 else noise[0]
         total += float(train_step_into(net, buf, m, update, t0 + k + 1, row)) * m
         k += 1

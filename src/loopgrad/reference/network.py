@@ -23,9 +23,15 @@ def forward_into(net, buf, m):
 
 
 def cost(net, buf, m):
-    """The cost of the B8 pairs, J = mean_i L(i), from the logits Z[L]."""
+    """The cost of the B8 pairs, J = mean_i L(i) (weighted by the sample weights when there are some),
+    from the logits Z[L]."""
     Z_L = layout.layer_views(buf, m)[-1][0]
-    return Z_L.dtype.type(LOSS[LOSSES[net.loss]](Z_L, layout.target_view(buf, m)).mean())
+    losses = LOSS[LOSSES[net.loss]](Z_L, layout.target_view(buf, m))
+    if buf.weights.shape[0] == 0:
+        return Z_L.dtype.type(losses.mean())
+    w = buf.weights[:m]
+    s = w.sum()
+    return Z_L.dtype.type((w * losses).sum() / s if s > 0 else 0.0)
 
 
 def gradients_into(net, buf, m, clip_norm):
@@ -34,6 +40,10 @@ def gradients_into(net, buf, m, clip_norm):
     params = layout.param_views(net.theta, net.layers)
     J = cost(net, buf, m)
     views[-1][2][...] = views[-1][1] - layout.target_view(buf, m)
+    if buf.weights.shape[0] > 0:
+        w = buf.weights[:m]
+        s = w.sum()
+        views[-1][2][...] *= (w * net.theta.dtype.type(m) / s if s > 0 else np.zeros_like(w))[:, None]
     for l in range(len(views) - 1, 1, -1):
         Z, A, dZ = views[l - 1]
         dZ[...] = activation_backward(ACTIVATIONS[net.layers[l - 2, layout.ACT]], views[l][2] @ params[l - 1][0].T, Z, A)
@@ -61,8 +71,9 @@ def train_step_into(net, buf, m, update, t, noise):
     return J
 
 
-def train_epoch_into(net, buf, X, Y, order, batch_size, update, t0, noise, stop):
-    """An epoch of fused steps (F1-F3, B8, B6, B2, B3, update) over ``order`` in batches, ending early
+def train_epoch_into(net, buf, X, Y, W, order, batch_size, update, t0, noise, stop):
+    """An epoch of fused steps (F1-F3, B8, B6, B2, B3, update) over ``order`` in batches (sample weights W
+    gathered with them when W is not empty), ending early
     when ``stop[0]`` is set; returns (sum of ``m_b * J_b``, batches done)."""
     total = 0.0
     k = 0
@@ -70,7 +81,7 @@ def train_epoch_into(net, buf, X, Y, order, batch_size, update, t0, noise, stop)
         if stop[0] != 0:
             return total, k
         idx = order[start:start + batch_size]
-        layout.load_batch(buf, X[idx], Y[idx])
+        layout.load_batch(buf, X[idx], Y[idx], W[idx] if W.shape[0] > 0 else None)
         row = noise[k] if noise.shape[1] > 0 else noise[0]
         total += float(train_step_into(net, buf, idx.size, update, t0 + k + 1, row)) * idx.size
     return total, -(-order.shape[0] // batch_size)
