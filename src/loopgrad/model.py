@@ -414,6 +414,29 @@ class MLP:
             total += share
         return self.dtype.type(J / total), grad / self.dtype.type(total)
 
+    def objective(self, X, Y, sample_weight=None, backend="loops"):
+        """``f(theta) -> (J, grad)`` over fixed (X, Y) for full-batch optimisers (scipy's L-BFGS): the
+        data are checked and loaded into the buffers once, and each call runs one forward and one
+        backward pass (F1-F3, B8, B6, B2, B3) at ``theta``, which it writes into this model. ``grad``
+        is this model's gradient block, overwritten by the next call."""
+        X, Y = self.validate(X, Y, y_arg="Y", any_float=True)
+        weights = self._sample_weight(sample_weight, X.shape[0])
+        if X.shape[0] > PASS_ROWS:
+            def in_passes(theta):
+                self.theta[...] = theta
+                return self.gradient_block(X, Y, backend, weights)
+            return in_passes
+        net = self._net()
+        buf = layout.make_buffers(self.layers, X.shape[0], self.dtype, weights is not None)
+        m = layout.load_batch(buf, X, Y, weights)
+        module = running(backend, self.dtype.name)
+
+        def one_pass(theta):
+            self.theta[...] = theta
+            module.forward_into(net, buf, m)
+            return self.dtype.type(module.gradients_into(net, buf, m, 0.0)), net.grad
+        return one_pass
+
     def _sample_weight(self, sample_weight, m):
         """Sample weights as (m,) of the model's dtype: finite, >= 0, not all 0; None stays None."""
         if sample_weight is None:

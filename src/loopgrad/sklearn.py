@@ -281,9 +281,10 @@ class _BaseMLP(BaseEstimator):
         n = X.shape[0] if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
         decay = layout.decay_mask(model.layers, np.float64)
 
+        objective = model.objective(X, Y, sample_weight)
+
         def loss_and_grad(theta):
-            model.theta[...] = theta
-            J, grad = model.gradient_block(X, Y, sample_weight=sample_weight)
+            J, grad = objective(theta)
             w = theta * decay
             return float(J) + 0.5 * self.alpha * float(np.dot(w, w)) / n, grad.astype(np.float64) + self.alpha * w / n
 
