@@ -107,3 +107,45 @@ def test_lbfgs_fit(benchmark, impl):
             return make().fit(d.X_train, d.y_train)
     assert run().score(d.X_test, d.y_test) > 0.9
     benchmark.pedantic(run, rounds=3, iterations=1)
+
+
+def _tfidf_task(rows=20_000, vocab=20_000, words=60, seed=0):
+    """A bag-of-words stand-in for a TF-IDF text task (no corpus ships offline): documents of about
+    ``words`` distinct terms drawn from a Zipf-like vocabulary, tf-idf weighted and L2-normalised,
+    labelled by a sparse linear teacher into 4 classes."""
+    import scipy.sparse as sp
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, vocab + 1)
+    p /= p.sum()
+    cols = rng.choice(vocab, size=rows * words, p=p)
+    X = sp.csr_matrix((np.ones(rows * words), cols, np.arange(0, rows * words + 1, words)), shape=(rows, vocab))
+    X.sum_duplicates()
+    df = np.bincount(X.indices, minlength=vocab)
+    X.data = X.data * np.log((1 + rows) / (1 + df[X.indices]))
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    X = sp.diags(1 / np.maximum(norms, 1e-12)) @ X
+    y = np.asarray(X @ rng.standard_normal((vocab, 4))).argmax(axis=1)
+    return X.tocsr(), y
+
+
+@pytest.mark.small
+@pytest.mark.parametrize("impl", ["loopgrad", "sklearn"])
+def test_sparse_epoch(benchmark, impl):
+    """One epoch of MLPClassifier((64,), batch 200) on a 20,000 x 20,000 CSR tf-idf matrix (60 terms a
+    document): loopgrad's sparse F1/B2 loops against scikit-learn's sparse products, both float64."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
+    from loopgrad.sklearn import MLPClassifier
+    X, y = _tfidf_task()
+    benchmark.group = "sparse epoch tf-idf 20000x20000 -> 64 -> 4"
+    cls = MLPClassifier if impl == "loopgrad" else SkMLPClassifier
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return cls((64,), max_iter=1, random_state=0).fit(X, y)
+    assert run().score(X, y) > 0.3
+    benchmark.pedantic(run, rounds=3, iterations=1)

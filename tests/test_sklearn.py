@@ -260,3 +260,18 @@ def test_dask_ml_incremental_wraps_the_estimator():
         inc.partial_fit(X, y, classes=np.arange(10))
     assert inc.estimator_.n_iter_ == 15 and inc.estimator_.t_ == 3 * len(d.X_train)
     assert inc.score(da.from_array(d.X_test, chunks=100), da.from_array(d.y_test, chunks=100)) > 0.85
+
+
+def test_multilabel_indicator_targets():
+    """y (m, K) of 0/1: K sigmoid units; predictions are indicator rows, as scikit-learn's."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 5))
+    Y = np.c_[X[:, 0] > 0, X[:, 1] + X[:, 2] > 0, X[:, 3] < -0.5].astype(int)
+    kwargs = dict(hidden_layer_sizes=(16,), max_iter=200, random_state=0, learning_rate_init=1e-2)
+    ours, theirs = MLPClassifier(**kwargs).fit(X, Y), SkMLPClassifier(**kwargs).fit(X, Y)
+    assert ours.predict(X).shape == (300, 3) and set(np.unique(ours.predict(X))) <= {0, 1}
+    assert ours.predict_proba(X).shape == (300, 3) and ours.out_activation_ == "logistic"
+    np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    assert ours.score(X, Y) >= theirs.score(X, Y) - 0.05 and ours.score(X, Y) > 0.85
+    es = MLPClassifier(early_stopping=True, **kwargs).fit(X, Y)
+    assert len(es.validation_scores_) == es.n_iter_

@@ -143,8 +143,9 @@ def test_inputs_that_numpy_would_misread_get_their_own_words():
     with pytest.raises(ValueError, match="masked array with 1 masked entries"):
         m.loss(np.ma.array(X, mask=[[1, 0], [0, 0], [0, 0]]), y)
     assert np.isfinite(m.loss(np.ma.array(X), y))  # nothing masked: the data as they are
-    with pytest.raises(TypeError, match=r"X: expected a dense array, got a scipy.sparse csr_matrix.*toarray"):
-        m.loss(sp.csr_matrix(X), y)
+    assert m.loss(sp.csr_matrix(X), y) == m.loss(X, y)  # sparse X runs the CSR loops (kernels/sparse.py)
+    with pytest.raises(TypeError, match=r"X: a sparse matrix is taken by fit.*densify it"):
+        m.per_example_grad_norms(sp.csr_matrix(X), y)
     with pytest.raises(TypeError, match="pandas DataFrame.*pd.NA"):
         m.loss(pd.DataFrame({"a": [1, pd.NA, 2], "b": [1, 2, 3]}, dtype=object), y)
     with pytest.raises(ValueError, match=r"Y: expected class labels in \[0, 3\), got 1e\+20"):

@@ -235,3 +235,24 @@ def col_layer(A_prev, W, b=None):
 def col_delta(dZ, A_prev, W):
     """Column convention: dZ (n_out, m) for A_prev (n_in, m), W (n_out, n_in)."""
     return _delta(dZ, A_prev, W, col=True)
+
+
+def csr(arg, data, indices, indptr, n_cols=None):
+    """The three arrays of a CSR matrix, checked: data a finite float vector, indices int64 in
+    [0, n_cols), indptr int64 non-decreasing from 0 to len(data). Returns them contiguous."""
+    data = float_array(f"{arg}.data", data, 1)
+    finite(f"{arg}.data", data)
+    indices, indptr = np.asarray(indices), np.asarray(indptr)
+    for name, a in (("indices", indices), ("indptr", indptr)):
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise TypeError(f"{arg}.{name}: expected a 1-D integer array, got {a.dtype} of shape {a.shape}")
+    if indices.shape != data.shape:
+        raise ValueError(f"{arg}.indices: expected shape {data.shape} to match {arg}.data, got {indices.shape}")
+    if indptr.size < 1 or indptr[0] != 0 or indptr[-1] != data.size or (np.diff(indptr) < 0).any():
+        raise ValueError(f"{arg}.indptr: expected non-decreasing offsets from 0 to nnz = {data.size}, got "
+                         f"{indptr[:3].tolist()}...{indptr[-1:].tolist()}")
+    if indices.size and (indices.min() < 0 or (n_cols is not None and indices.max() >= n_cols)):
+        raise ValueError(f"{arg}.indices: expected column indices in [0, {n_cols}), got {int(indices.min())}.."
+                         f"{int(indices.max())}")
+    return (np.ascontiguousarray(data), np.ascontiguousarray(indices, dtype=np.int64),
+            np.ascontiguousarray(indptr, dtype=np.int64))

@@ -103,9 +103,11 @@ def make_update(optimizer, theta):
     return Update(np.int64(optimizer.code), optimizer.hyper(), np.zeros((2, theta.size), dtype=theta.dtype))
 
 
-def make_buffers(layers, rows, dtype, weighted=False):
+def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
     """``Buffers`` for batches of up to ``rows`` examples through the network ``layers``; with
-    ``weighted``, room for a sample weight per example (a weighted mean in J, B2 and B3)."""
+    ``weighted``, room for a sample weight per example (a weighted mean in J, B2 and B3). With
+    ``sparse_input`` the input is a CSR batch passed beside the buffers (``kernels.sparse``): no room
+    for a dense A[0], and the products' scratch sized for layers 2..L only."""
     rows = int(rows)
     if rows < 1:
         raise ValueError(f"rows: expected a batch capacity >= 1, got {rows}")
@@ -114,13 +116,16 @@ def make_buffers(layers, rows, dtype, weighted=False):
     off = 0
     for l, n in enumerate(widths):
         slots[l, WIDTH] = n
+        if l == 0 and sparse_input:
+            continue  # no dense A[0]: its slot stays -1 (layer_views gives None)
         for col in ((A_OFF,) if l == 0 else (Z_OFF, A_OFF, DZ_OFF)):
             slots[l, col] = off
             off += rows * n
     chunk = min(rows, WEIGHT_CHUNK)
+    dense = layers[1:] if sparse_input else layers
     sizes = {"y": rows * widths[-1], "losses": rows, "norms": rows, "weights": rows if weighted else 0,
-             "wt": int((layers[:, N_IN] * layers[:, N_OUT]).max()),
-             "at": chunk * int(layers[:, N_IN].max()), "dzt": chunk * int(layers[:, N_OUT].max())}
+             "wt": int((dense[:, N_IN] * dense[:, N_OUT]).max(initial=0)),
+             "at": chunk * int(dense[:, N_IN].max(initial=0)), "dzt": chunk * int(layers[:, N_OUT].max())}
     work = np.zeros(off + sum(sizes.values()), dtype=dtype)
     tail = {}
     for name, size in sizes.items():
@@ -144,10 +149,12 @@ def target_view(buf, m):
     return buf.y[:m * n].reshape(m, n)
 
 
-def load_batch(buf, X, Y=None, weights=None):
-    """Copy the rows of X (and Y, and their sample weights) into the slots A[0] (and Y, weights); returns m."""
-    m = X.shape[0]
-    layer_views(buf, m)[0][1][...] = X
+def load_batch(buf, X, Y=None, weights=None, m=None):
+    """Copy the rows of X (and Y, and their sample weights) into the slots A[0] (and Y, weights); returns m.
+    X None (a sparse input, passed beside the buffers): only Y and the weights, of ``m`` rows."""
+    m = X.shape[0] if X is not None else m
+    if X is not None:
+        layer_views(buf, m)[0][1][...] = X
     if Y is not None:
         target_view(buf, m)[...] = Y
     if weights is not None:

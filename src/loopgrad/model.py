@@ -50,6 +50,47 @@ def running(backend, dtype):
     return tiers.loops_backend(dtype)
 
 
+def _is_sparse(X):
+    return type(X).__module__.startswith("scipy.sparse")
+
+
+class SparseRows(NamedTuple):
+    """A CSR matrix as the loop kernels take it: ``data`` of the model's dtype, int64 ``indices`` and
+    ``indptr`` (row i's stored entries are ``data[indptr[i]:indptr[i + 1]]`` at those columns)."""
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    shape: tuple
+
+    @classmethod
+    def from_scipy(cls, arg, X, n_cols, dtype):
+        X = X.tocsr()
+        if X.ndim != 2 or X.shape[1] != n_cols:
+            raise ValueError(f"{arg}: expected shape (m, n_0) = (*, {n_cols}), got {X.shape}")
+        if X.shape[0] < 1:
+            raise ValueError(f"{arg}: expected at least one example (m >= 1), got shape {X.shape}")
+        if X.dtype.kind not in "iuf":
+            raise TypeError(f"{arg}: expected real numbers (int or float), got dtype {X.dtype}")
+        data = np.asarray(X.data)
+        _checks.finite(f"{arg}.data", data)
+        data = _checks.fits(arg, data, dtype)
+        return cls(np.ascontiguousarray(data, dtype=dtype), np.ascontiguousarray(X.indices, dtype=np.int64),
+                   np.ascontiguousarray(X.indptr, dtype=np.int64), X.shape)
+
+    def rows(self, start, stop):
+        """Rows start..stop-1, sharing the arrays."""
+        lo, hi = self.indptr[start], self.indptr[stop]
+        return SparseRows(self.data[lo:hi], self.indices[lo:hi], self.indptr[start:stop + 1] - lo,
+                          (stop - start, self.shape[1]))
+
+    def take(self, rows):
+        """The rows ``rows`` (an index array), copied into new arrays."""
+        lengths = self.indptr[rows + 1] - self.indptr[rows]
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        src = np.repeat(self.indptr[rows] - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return SparseRows(self.data[src], self.indices[src], indptr, (len(rows), self.shape[1]))
+
+
 class Training(NamedTuple):
     """Everything one compiled training step takes besides the batch: built by ``MLP.training_buffers``."""
     net: layout.Net
@@ -228,11 +269,19 @@ class MLP:
 
     # ---- validation at the public boundary -------------------------------------------------
 
-    def validate(self, X, y=None, arg="X", y_arg="y", any_float=False):
+    def validate(self, X, y=None, arg="X", y_arg="y", any_float=False, allow_sparse=None):
         """``X`` as a finite (m, n_0) array of the model's dtype and, given ``y``, the targets as
         (m, n_L): one-hot rows from integer labels (m,), or targets as given. Clear errors otherwise.
         Returns X, or (X, Y). ``any_float`` keeps float32/float64 X as it is (the passes of forward,
-        loss and gradients convert each block of rows instead of a copy of all of X)."""
+        loss and gradients convert each block of rows instead of a copy of all of X). A scipy sparse
+        X becomes ``SparseRows`` (CSR arrays of the model's dtype) where ``allow_sparse`` (by default
+        where ``any_float``): fit, forward, predict, score, loss, gradient_block and objective."""
+        if _is_sparse(X):
+            if not (any_float if allow_sparse is None else allow_sparse):
+                raise TypeError(f"{arg}: a sparse matrix is taken by fit, predict, score, loss, gradient_block and "
+                                f"objective; densify it (X.toarray()) for this method")
+            X = SparseRows.from_scipy(arg, X, self.sizes[0], self.dtype)
+            return X if y is None else (X, self._targets(y, X.shape[0], y_arg))
         keep = any_float and isinstance(X, np.ndarray) and X.dtype in _checks.FLOAT_DTYPES
         X = _checks.numeric_matrix(arg, X, X.dtype if keep else self.dtype, self.sizes[0], "n_0")
         if keep:
@@ -332,12 +381,13 @@ class MLP:
 
     # ---- buffers -------------------------------------------------------------------------------
 
-    def training_buffers(self, batch_size, optimizer=None, weighted=False):
+    def training_buffers(self, batch_size, optimizer=None, weighted=False, sparse_input=False):
         """The step's arguments, built in this one place: ``Training(net, buf, update)`` for
-        batches of up to ``batch_size`` rows (with room for sample weights when ``weighted``);
-        ``net.theta`` is this model's ``theta`` (trained in place)."""
+        batches of up to ``batch_size`` rows (with room for sample weights when ``weighted``, and
+        for a CSR input beside the buffers when ``sparse_input``); ``net.theta`` is this model's
+        ``theta`` (trained in place)."""
         opt = _optim.get(optimizer)
-        return Training(self._net(), layout.make_buffers(self.layers, batch_size, self.dtype, weighted),
+        return Training(self._net(), layout.make_buffers(self.layers, batch_size, self.dtype, weighted, sparse_input),
                         layout.make_update(opt, self.theta))
 
     def warmup_arguments(self, batch_size=1):
@@ -356,16 +406,26 @@ class MLP:
         return layout.make_net(self.layers, LOSS_CODE[self.loss_name], self.theta)
 
     def _passes(self, X, Y, backend, weights=None):
-        """Forward passes over blocks of at most PASS_ROWS rows: yields (backend module, net, buf, start, m)
-        with the block's forward done (and its targets and sample weights loaded when given)."""
+        """Forward passes over blocks of at most PASS_ROWS rows: yields (backend module, net, buf, start, m,
+        block) with the block's forward done (and its targets and sample weights loaded when given);
+        ``block`` is the block's ``SparseRows`` for a sparse X, else None."""
         net = self._net()
-        buf = layout.make_buffers(self.layers, min(X.shape[0], PASS_ROWS), self.dtype, weights is not None)
+        sparse = isinstance(X, SparseRows)
+        buf = layout.make_buffers(self.layers, min(X.shape[0], PASS_ROWS), self.dtype, weights is not None, sparse)
         backend = running(backend, self.dtype.name)
         for start in range(0, X.shape[0], buf.rows):
-            m = layout.load_batch(buf, X[start:start + buf.rows], None if Y is None else Y[start:start + buf.rows],
-                                  None if weights is None else weights[start:start + buf.rows])
-            backend.forward_into(net, buf, m)
-            yield backend, net, buf, start, m
+            stop = min(X.shape[0], start + buf.rows)
+            Yb = None if Y is None else Y[start:stop]
+            Wb = None if weights is None else weights[start:stop]
+            if sparse:
+                block = X.rows(start, stop)
+                m = layout.load_batch(buf, None, Yb, Wb, m=stop - start)
+                backend.forward_sparse_into(net, buf, m, block.data, block.indices, block.indptr)
+            else:
+                block = None
+                m = layout.load_batch(buf, X[start:stop], Yb, Wb)
+                backend.forward_into(net, buf, m)
+            yield backend, net, buf, start, m, block
 
     # ---- forward, loss, gradients ---------------------------------------------------------------
 
@@ -373,7 +433,7 @@ class MLP:
         """A[L] (m, n_L) for inputs X (m, n_0)."""
         X = self.validate(X, any_float=True)
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
-        for _, _, buf, start, m in self._passes(X, None, backend):
+        for _, _, buf, start, m, _ in self._passes(X, None, backend):
             out[start:start + m] = layout.layer_views(buf, m)[-1][1]
         return out
 
@@ -381,7 +441,7 @@ class MLP:
         """(J, A[L]) over validated X, Y in passes of PASS_ROWS rows."""
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
         total = 0.0
-        for backend_net, net, buf, start, m in self._passes(X, Y, backend):
+        for backend_net, net, buf, start, m, _ in self._passes(X, Y, backend):
             total += float(backend_net.cost(net, buf, m)) * m
             out[start:start + m] = layout.layer_views(buf, m)[-1][1]
         return self.dtype.type(total / X.shape[0]), out
@@ -404,8 +464,9 @@ class MLP:
         weights = self._sample_weight(sample_weight, X.shape[0])
         grad = None
         J, total = 0.0, 0.0
-        for backend_net, net, buf, start, m in self._passes(X, Y, backend, weights):
-            J_b = backend_net.gradients_into(net, buf, m, 0.0)
+        for backend_net, net, buf, start, m, block in self._passes(X, Y, backend, weights):
+            J_b = (backend_net.gradients_into(net, buf, m, 0.0) if block is None
+                   else backend_net.gradients_sparse_into(net, buf, m, block.data, block.indices, block.indptr))
             if m == X.shape[0]:
                 return self.dtype.type(J_b), net.grad
             share = float(m if weights is None else weights[start:start + m].sum(dtype=np.float64))
@@ -427,12 +488,16 @@ class MLP:
                 return self.gradient_block(X, Y, backend, weights)
             return in_passes
         net = self._net()
-        buf = layout.make_buffers(self.layers, X.shape[0], self.dtype, weights is not None)
-        m = layout.load_batch(buf, X, Y, weights)
+        sparse = isinstance(X, SparseRows)
+        buf = layout.make_buffers(self.layers, X.shape[0], self.dtype, weights is not None, sparse)
+        m = layout.load_batch(buf, None if sparse else X, Y, weights, m=X.shape[0])
         module = running(backend, self.dtype.name)
 
         def one_pass(theta):
             self.theta[...] = theta
+            if sparse:
+                module.forward_sparse_into(net, buf, m, X.data, X.indices, X.indptr)
+                return self.dtype.type(module.gradients_sparse_into(net, buf, m, X.data, X.indices, X.indptr)), net.grad
             module.forward_into(net, buf, m)
             return self.dtype.type(module.gradients_into(net, buf, m, 0.0)), net.grad
         return one_pass
@@ -540,8 +605,10 @@ class MLP:
         if learning:
             self.classes = self._classes_of(y)
         try:
-            X, Y = self.validate(X, y)
+            X, Y = self.validate(X, y, allow_sparse=True)
             weights = self._sample_weight(sample_weight, X.shape[0])
+            if isinstance(X, SparseRows) and getattr(opt, "clip_norm", None) is not None:
+                raise ValueError("X: DP-SGD takes dense X (its per-example norms, N1, need the dense first layer)")
             if weights is not None and getattr(opt, "clip_norm", None) is not None:
                 raise ValueError("sample_weight: DP-SGD bounds each example's contribution by clipping; weighted "
                                  "examples would break its privacy analysis")
@@ -553,7 +620,8 @@ class MLP:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data: expected a pair (X_val, y_val)")
-            val = self.validate(*validation_data, arg="validation_data[0]", y_arg="validation_data[1]")
+            val = self.validate(*validation_data, arg="validation_data[0]", y_arg="validation_data[1]",
+                                allow_sparse=True)
         rows = np.arange(X.shape[0])
         if validation_data is None and validation_split > 0.0:
             n_val = int(round(validation_split * X.shape[0]))
@@ -562,7 +630,8 @@ class MLP:
             order = rng.permutation(X.shape[0])
             # the held-out rows are copied (a fraction of X); the training rows stay where they are and the
             # compiled epoch gathers them by index
-            val, rows = (X[order[:n_val]], Y[order[:n_val]]), order[n_val:]
+            held = X.take(order[:n_val]) if isinstance(X, SparseRows) else X[order[:n_val]]
+            val, rows = (held, Y[order[:n_val]]), order[n_val:]
         elif validation_data is None:
             val = None
         return _train(self, opt, X, Y, rows, val, plan, rng, weights)
@@ -753,6 +822,13 @@ def _run_epoch(model, training, opt, X, Y, W, order, batch_size, t, backend, rng
         steps = min(per_call, n_batches - first)
         part = order[first * batch_size:(first + steps) * batch_size]
         module = running(backend, model.dtype.name)
+        if isinstance(X, SparseRows):
+            part_total, _ = _interruptible(lambda stop: module.train_epoch_sparse_into(
+                training.net, training.buf, X.data, X.indices, X.indptr, Y, W, part, batch_size, training.update,
+                t + first, stop))
+            total += part_total
+            opt.record(steps)
+            continue
         noise = opt.noise(steps, model.n_params, model.dtype)
         part_total, _ = _interruptible(lambda stop: module.train_epoch_into(
             training.net, training.buf, X, Y, W, part, batch_size, training.update, t + first, noise, stop))
@@ -797,7 +873,7 @@ def _train(model, opt, X, Y, rows, val, plan, rng, weights=None):
     opt.start(n, batch_size)
     W = np.zeros(0, model.dtype) if weights is None else weights
     training = model.training_buffers(batch_size + (4 * int(np.sqrt(batch_size)) + 8 if opt.poisson else 0), opt,
-                                      weighted=weights is not None)
+                                      weighted=weights is not None, sparse_input=isinstance(X, SparseRows))
     carry = plan.carry
     if carry is not None and carry.moments is not None:
         if carry.moments.shape != training.update.state.shape:

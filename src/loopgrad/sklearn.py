@@ -20,7 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import layout
@@ -106,6 +106,11 @@ class _BaseMLP(BaseEstimator):
         ``sample_weight`` (m,) when given; if anything fails, the estimator keeps the fitted state it
         had before."""
         return self._guarded(lambda: self._fit_data(X, y, incremental=False, sample_weight=sample_weight))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # CSR X runs the sparse loops of F1 and B2 (kernels/sparse.py)
+        return tags
 
     def _guarded(self, work):
         saved = dict(self.__dict__)
@@ -330,7 +335,7 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], accept_sparse="csr")
         return self.model_.forward(X)
 
 
@@ -345,6 +350,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier: softmax output, or one logistic unit for two classes."""
 
     def _validation_score(self, X, Y):
+        if getattr(self, "_multilabel", False):  # scikit-learn's: the share of rows with every label right
+            return float(np.mean(np.all((self.model_.forward(X) > 0.5) == (Y > 0.5), axis=1)))
         return float(self.model_.score(X, Y if Y.shape[1] > 1 else Y[:, 0]))
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -360,9 +367,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _fit_data(self, X, y, incremental, classes=None, sample_weight=None):
         reset = not (incremental and hasattr(self, "model_"))
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False, reset=reset)
-        y = column_or_1d(y, warn=True)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], accept_sparse="csr", y_numeric=False,
+                             reset=reset, multi_output=True)
         check_classification_targets(y)
+        if type_of_target(y) == "multilabel-indicator":
+            return self._fit_multilabel(X, y, incremental, sample_weight)
+        if reset:
+            self._multilabel = False
+        y = column_or_1d(y, warn=True)
         if reset or not hasattr(self, "_encoder"):
             encoder = LabelEncoder().fit(y if classes is None else classes)
             if self.warm_start and hasattr(self, "classes_") and not incremental \
@@ -385,9 +397,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Y[np.arange(len(codes)), codes] = 1
         return self._fit(X, Y, "softmax", incremental, stratify=codes, sample_weight=sample_weight)
 
+    def _fit_multilabel(self, X, y, incremental, sample_weight):
+        """A multilabel indicator y (m, K): K sigmoid units, each with its binary cross-entropy."""
+        if hasattr(self, "model_") and (incremental or self.warm_start) and not getattr(self, "_multilabel", False):
+            raise ValueError("y: a multilabel indicator matrix cannot continue a model fitted on class labels")
+        self._multilabel = True
+        self.classes_ = np.arange(y.shape[1])
+        Y = np.asarray(y, dtype=_dtype(self, X))
+        return self._fit(X, Y, "sigmoid", incremental, sample_weight=sample_weight)
+
     def predict_proba(self, X):
+        """Class probabilities (m, n_classes); for a multilabel fit, each label's probability (m, K)."""
         A = self._forward(X)
-        if A.shape[1] == 1 and len(self.classes_) == 2:
+        if A.shape[1] == 1 and len(self.classes_) == 2 and not getattr(self, "_multilabel", False):
             return np.hstack([1 - A, A])
         return A
 
@@ -398,6 +420,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict(self, X):
         proba = self.predict_proba(X)
+        if getattr(self, "_multilabel", False):
+            return (proba > 0.5).astype(np.int64)
         return self.classes_[np.argmax(proba, axis=1)]
 
 
@@ -436,7 +460,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _fit_data(self, X, y, incremental, sample_weight=None):
         reset = not (incremental and hasattr(self, "model_"))
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True, multi_output=True,
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], accept_sparse="csr", y_numeric=True, multi_output=True,
                              reset=reset)
         self._y_1d = y.ndim == 1
         self._incremental = incremental

@@ -7,6 +7,8 @@ its targets in ``Buffers.y``; every offset comes from ``layout``.
 """
 import math
 
+import numpy as np
+
 from .. import layout
 from .._numba import jit
 from ..layout import ACT
@@ -14,6 +16,7 @@ from ..tables import H_CLIP
 from .dense import _bias_grad_into, _dense_act_forward_into, _input_grad_act_into, _per_example_sq_norms_into, _weight_grad_into
 from .losses import _loss_rows_into, _mean, _output_delta_into
 from .noise import _dp_noise_into
+from .sparse import _sparse_forward_into, _sparse_weight_grad_into
 from .optim import _optimizer_update_into
 
 
@@ -21,10 +24,24 @@ from .optim import _optimizer_update_into
 def forward_into(net, buf, m):
     """F1 then F2/F3 for l = 1..L: ``Z[l] = A[l-1] W[l] + b[l]``, ``A[l] = g_l(Z[l])``, on the
     ``m`` rows loaded in A[0]."""
-    for l in range(1, net.layers.shape[0] + 1):
+    _dense_forward_from(net, buf, m, 1)
+
+
+@jit
+def _dense_forward_from(net, buf, m, first):
+    for l in range(first, net.layers.shape[0] + 1):
         W, b = layout.params(net.theta, net.layers, l - 1)
         _dense_act_forward_into(layout.a(buf, l - 1, m), W, b, net.layers[l - 1, ACT], layout.z(buf, l, m),
                                 layout.a(buf, l, m), buf.wt)
+
+
+@jit
+def forward_sparse_into(net, buf, m, data, indices, indptr):
+    """``forward_into`` for a CSR input (``data``, ``indices``, ``indptr`` of the m rows): F1 of layer 1
+    over the stored entries (``kernels.sparse``), then F1-F3 dense for l = 2..L."""
+    W, b = layout.params(net.theta, net.layers, 0)
+    _sparse_forward_into(data, indices, indptr, W, b, net.layers[0, ACT], layout.z(buf, 1, m), layout.a(buf, 1, m))
+    _dense_forward_from(net, buf, m, 2)
 
 
 @jit
@@ -100,6 +117,16 @@ def gradients_into(net, buf, m, clip_norm):
     (N1, N2). With sample weights (``buf.weights`` not empty) J, dW and db are the weighted means.
     Returns J (before clipping).
     """
+    J = _deltas(net, buf, m)
+    if clip_norm > 0.0:
+        _clip_rows(net, buf, m, clip_norm)
+    _dense_grads_from(net, buf, m, 1)
+    return J
+
+
+@jit
+def _deltas(net, buf, m):
+    """J, then B8 (the weighted rows with sample weights) and B6 down to dZ[1]."""
     L = net.layers.shape[0]
     J = cost(net, buf, m)
     _output_delta_into(layout.a(buf, L, m), layout.targets(buf, m), layout.dz(buf, L, m))
@@ -109,13 +136,28 @@ def gradients_into(net, buf, m, clip_norm):
         W, _ = layout.params(net.theta, net.layers, l - 1)
         _input_grad_act_into(layout.dz(buf, l, m), W, net.layers[l - 2, ACT], layout.z(buf, l - 1, m),
                              layout.a(buf, l - 1, m), layout.dz(buf, l - 1, m))
-    if clip_norm > 0.0:
-        _clip_rows(net, buf, m, clip_norm)
-    for l in range(1, L + 1):
+    return J
+
+
+@jit
+def _dense_grads_from(net, buf, m, first):
+    for l in range(first, net.layers.shape[0] + 1):
         dW, db = layout.params(net.grad, net.layers, l - 1)
         dZ = layout.dz(buf, l, m)
         _weight_grad_into(layout.a(buf, l - 1, m), dZ, dW, buf.at, buf.dzt)
         _bias_grad_into(dZ, db)
+
+
+@jit
+def gradients_sparse_into(net, buf, m, data, indices, indptr):
+    """``gradients_into`` for a CSR input: B2 of layer 1 scattered from the stored entries
+    (``kernels.sparse``), the rest as ever. Returns J."""
+    J = _deltas(net, buf, m)
+    dW, db = layout.params(net.grad, net.layers, 0)
+    dZ = layout.dz(buf, 1, m)
+    _sparse_weight_grad_into(data, indices, indptr, dZ, dW)
+    _bias_grad_into(dZ, db)
+    _dense_grads_from(net, buf, m, 2)
     return J
 
 
@@ -165,5 +207,47 @@ def train_epoch_into(net, buf, X, Y, W, order, batch_size, update, t0, noise, st
                 buf.weights[r] = W[order[start + r]]
         row = noise[k] if noise.shape[1] > 0 else noise[0]
         total += float(train_step_into(net, buf, m, update, t0 + k + 1, row)) * m
+        k += 1
+    return total, k
+
+
+@jit
+def train_epoch_sparse_into(net, buf, data, indices, indptr, Y, W, order, batch_size, update, t0, stop):
+    """``train_epoch_into`` for a CSR X (``data``, ``indices``, ``indptr`` of all n rows): each
+    mini-batch's rows are gathered into a CSR batch, then ``forward_sparse_into`` (F1-F3),
+    ``gradients_sparse_into`` (B8, B6, B2, B3) and the update at step ``t0 + k + 1``. No DP-SGD
+    noise or clipping.
+    Returns (sum_k m_k J_k as float64, mini-batches done)."""
+    n = order.shape[0]
+    total = 0.0
+    k = 0
+    bptr = np.zeros(batch_size + 1, np.int64)
+    for start in range(0, n, batch_size):
+        if stop[0] != 0:
+            break
+        m = min(batch_size, n - start)
+        for r in range(m):
+            i = order[start + r]
+            bptr[r + 1] = bptr[r] + indptr[i + 1] - indptr[i]
+        bdata = np.empty(bptr[m], data.dtype)
+        bindices = np.empty(bptr[m], np.int64)
+        yb = layout.targets(buf, m)
+        for r in range(m):
+            i = order[start + r]
+            q = bptr[r]
+            for p in range(indptr[i], indptr[i + 1]):
+                bdata[q] = data[p]
+                bindices[q] = indices[p]
+                q += 1
+            y, yr = Y[i], yb[r]
+            for j in range(y.shape[0]):
+                yr[j] = y[j]
+            if W.shape[0] > 0:
+                buf.weights[r] = W[i]
+        ptr = bptr[:m + 1]
+        forward_sparse_into(net, buf, m, bdata, bindices, ptr)
+        J = gradients_sparse_into(net, buf, m, bdata, bindices, ptr)
+        _optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t0 + k + 1)
+        total += float(J) * m
         k += 1
     return total, k

@@ -22,6 +22,57 @@ def forward_into(net, buf, m):
         A[...] = activation_forward(ACTIVATIONS[net.layers[l - 1, layout.ACT]], Z)
 
 
+def _csr(data, indices, indptr, n_in):
+    from scipy.sparse import csr_matrix
+    return csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, n_in))
+
+
+def forward_sparse_into(net, buf, m, data, indices, indptr):
+    """F1 for a CSR input on layer 1 (``A @ W + b`` by scipy), then F1-F3 dense for l = 2..L."""
+    views = layout.layer_views(buf, m)
+    params = layout.param_views(net.theta, net.layers)
+    W, b = params[0]
+    Z, A, _ = views[1]
+    Z[...] = _csr(data, indices, indptr, W.shape[0]) @ W + b
+    A[...] = activation_forward(ACTIVATIONS[net.layers[0, layout.ACT]], Z)
+    for l, (W, b) in enumerate(params[1:], start=2):
+        Z, A, _ = views[l]
+        Z[...] = views[l - 1][1] @ W + b
+        A[...] = activation_forward(ACTIVATIONS[net.layers[l - 1, layout.ACT]], Z)
+
+
+def gradients_sparse_into(net, buf, m, data, indices, indptr):
+    """B8, B6, then B2 of layer 1 as ``A.T @ dZ / m`` on the CSR input, the rest dense; returns J."""
+    J, pairs = _deltas(net, buf, m)
+    grads = layout.param_views(net.grad, net.layers)
+    dZ1 = pairs[0][1]
+    T = net.theta.dtype.type
+    grads[0][0][...] = _csr(data, indices, indptr, grads[0][0].shape[0]).T @ dZ1 / T(m)
+    grads[0][1][...] = dZ1.sum(axis=0) / T(m)
+    for (dW, db), (A_prev, dZ) in zip(grads[1:], pairs[1:]):
+        dW[...] = A_prev.T @ dZ / T(m)
+        db[...] = dZ.sum(axis=0) / T(m)
+    return J
+
+
+def train_epoch_sparse_into(net, buf, data, indices, indptr, Y, W, order, batch_size, update, t0, stop):
+    """Epochs of fused steps on a CSR X: each batch's rows taken from the CSR arrays; returns (sum m_b J_b, batches)."""
+    X = _csr(data, indices, indptr, int(net.layers[0, layout.N_IN]))
+    total, k = 0.0, 0
+    for k, start in enumerate(range(0, order.shape[0], batch_size)):
+        if stop[0] != 0:
+            return total, k
+        idx = order[start:start + batch_size]
+        rows = X[idx]
+        layout.load_batch(buf, None, Y[idx], W[idx] if W.shape[0] > 0 else None, m=idx.size)
+        forward_sparse_into(net, buf, idx.size, rows.data, rows.indices, rows.indptr)
+        J = gradients_sparse_into(net, buf, idx.size, rows.data, rows.indices, rows.indptr)
+        net.theta[...], update.state[...] = optimizer_update(update.code, net.theta, net.grad, update.state, net.decay,
+                                                             update.hyper, t0 + k + 1)
+        total += float(J) * idx.size
+    return total, -(-order.shape[0] // batch_size)
+
+
 def cost(net, buf, m):
     """The cost of the B8 pairs, J = mean_i L(i) (weighted by the sample weights when there are some),
     from the logits Z[L]."""
@@ -34,8 +85,8 @@ def cost(net, buf, m):
     return Z_L.dtype.type((w * losses).sum() / s if s > 0 else 0.0)
 
 
-def gradients_into(net, buf, m, clip_norm):
-    """B8, B6, (N1, N2 when clipping), B2, B3 into ``net.grad``; returns J."""
+def _deltas(net, buf, m):
+    """J, B8 (weighted rows with sample weights) and B6: returns (J, [(A[l-1], dZ[l])] for l = 1..L)."""
     views = layout.layer_views(buf, m)
     params = layout.param_views(net.theta, net.layers)
     J = cost(net, buf, m)
@@ -47,7 +98,12 @@ def gradients_into(net, buf, m, clip_norm):
     for l in range(len(views) - 1, 1, -1):
         Z, A, dZ = views[l - 1]
         dZ[...] = activation_backward(ACTIVATIONS[net.layers[l - 2, layout.ACT]], views[l][2] @ params[l - 1][0].T, Z, A)
-    pairs = [(views[l - 1][1], views[l][2]) for l in range(1, len(views))]
+    return J, [(views[l - 1][1], views[l][2]) for l in range(1, len(views))]
+
+
+def gradients_into(net, buf, m, clip_norm):
+    """B8, B6, (N1, N2 when clipping), B2, B3 into ``net.grad``; returns J."""
+    J, pairs = _deltas(net, buf, m)
     if clip_norm > 0:
         norms = np.sqrt(sum(per_example_sq_norms(A_prev, dZ) for A_prev, dZ in pairs))
         c = np.where(norms <= clip_norm, 1.0, clip_norm / np.maximum(norms, 1e-300)).astype(net.theta.dtype)
