@@ -275,3 +275,18 @@ def test_multilabel_indicator_targets():
     assert ours.score(X, Y) >= theirs.score(X, Y) - 0.05 and ours.score(X, Y) > 0.85
     es = MLPClassifier(early_stopping=True, **kwargs).fit(X, Y)
     assert len(es.validation_scores_) == es.n_iter_
+
+
+def test_poisson_regression():
+    """loss="poisson": an exp output with half the Poisson deviance (B8 still dZ = A - Y); counts
+    drawn from a log-linear rate are fitted as well as scikit-learn fits them."""
+    from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 3))
+    y = rng.poisson(np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]))
+    kwargs = dict(loss="poisson", hidden_layer_sizes=(8,), max_iter=200, random_state=0, learning_rate_init=1e-2)
+    ours, theirs = MLPRegressor(**kwargs).fit(X, y), SkMLPRegressor(**kwargs).fit(X, y)
+    assert ours.out_activation_ == "exp" and (ours.predict(X) > 0).all()
+    assert ours.score(X, y) >= theirs.score(X, y) - 0.05
+    with pytest.raises(ValueError, match="negative"):
+        MLPRegressor(loss="poisson").fit(X, y - 5.0)

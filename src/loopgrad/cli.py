@@ -451,7 +451,7 @@ def _fraction(text):
 
 def build_parser():
     from .datasets import NAMES
-    from .tables import ACTIVATIONS
+    from .tables import HIDDEN_ACTIVATIONS as ACTIVATIONS
 
     from . import __version__
 

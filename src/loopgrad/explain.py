@@ -408,6 +408,8 @@ def _cmd_explain(args):
     Y = rng.integers(0, max(2, sizes[-1]) if output != "identity" else 1, args.m)
     if output == "identity":
         Y = rng.standard_normal((args.m, sizes[-1]))
+    elif output == "exp":
+        Y = rng.poisson(1.0, (args.m, sizes[-1])).astype(float)
     steps = explain(model, X, Y, convention=args.convention)
     if args.equation:
         wanted = [e.strip() for e in args.equation.split(",")]
@@ -422,7 +424,8 @@ def _cmd_explain(args):
 
 
 def register(sub):
-    from .tables import ACTIVATIONS, OUTPUT_LOSS
+    from .tables import HIDDEN_ACTIVATIONS as ACTIVATIONS
+    from .tables import OUTPUT_LOSS
 
     e = sub.add_parser("explain", help="walk a small network equation by equation, loops beside matrices",
                        description="For a small network (default 3 inputs, 2 hidden units, 1 output, m = 4), prints "

@@ -18,7 +18,8 @@ import zipfile
 
 import numpy as np
 
-from .tables import ACTIVATIONS, DTYPES, OUTPUT_LOSS
+from .tables import DTYPES, OUTPUT_LOSS
+from .tables import HIDDEN_ACTIVATIONS as ACTIVATIONS
 
 FORMAT_VERSION = 2
 _KEYS = {"format_version", "sizes", "output", "dtype", "theta"}

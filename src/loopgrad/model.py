@@ -16,7 +16,7 @@ from . import _checks, _numba, io, kernels, layout, tiers
 from . import optim as _optim
 from .kernels import network as loop_network
 from .reference import network as numpy_network
-from .tables import DTYPES, HE_INIT, LOSS_CODE, OUTPUT_LOSS, activation_code
+from .tables import CLASSIFIER_OUTPUTS, DTYPES, HE_INIT, HIDDEN_ACTIVATIONS, LOSS_CODE, OUTPUT_LOSS, activation_code
 
 BACKENDS = {"loops": loop_network, "numpy": numpy_network}
 # Rows per pass of forward, loss and gradients: the buffers of a pass hold 3 sum(n_l) numbers per
@@ -218,7 +218,7 @@ class MLP:
 
     @property
     def is_classifier(self):
-        return self.output != "identity"
+        return self.output in CLASSIFIER_OUTPUTS
 
     @property
     def n_classes(self):
@@ -315,13 +315,13 @@ class MLP:
             if self.is_classifier:
                 _probability_targets(arg, Y, self.output)
             else:
-                _squared_error_range(arg, Y)
+                _regression_range(arg, Y, self.output)
             return Y
         if not self.is_classifier:
             if n_L != 1:
                 raise ValueError(f"{arg}: expected targets (m, n_L) = ({m}, {n_L}), got shape {Y.shape}")
             Y = _checks.fits(arg, Y.reshape(m, 1), self.dtype)
-            _squared_error_range(arg, Y)
+            _regression_range(arg, Y, self.output)
             return Y
         n_classes = self.n_classes
         if self.classes is not None:
@@ -681,6 +681,16 @@ def _probability_targets(arg, Y, output):
                              f"distribution), row {off[0]} sums to {sums[off[0]]:g}")
 
 
+def _regression_range(arg, Y, output):
+    """Squared-error targets must not overflow their square; Poisson targets (exp output) are counts
+    or rates, so >= 0."""
+    if output == "exp":
+        if (Y < 0).any():
+            raise ValueError(f"{arg}: expected targets >= 0 for a Poisson (exp) output, got {float(Y.min()):g}")
+        return
+    _squared_error_range(arg, Y)
+
+
 def _squared_error_range(arg, Y):
     """Regression targets whose square overflows the dtype make J infinite from the first step."""
     limit = float(np.sqrt(np.finfo(Y.dtype).max)) / 4
@@ -693,7 +703,7 @@ def _squared_error_range(arg, Y):
 def _hidden_activations(hidden, L):
     """One activation name per hidden layer, from one name or a list of L - 1 names."""
     if isinstance(hidden, str):
-        activation_code(hidden)
+        _hidden_name(hidden)
         return [hidden] * (L - 1)
     if not isinstance(hidden, (list, tuple)):
         raise TypeError(f"hidden: expected an activation name or a list of {L - 1} names, got {hidden!r}")
@@ -701,8 +711,15 @@ def _hidden_activations(hidden, L):
         raise ValueError(f"hidden: expected one activation per hidden layer, {L - 1} names for sizes of "
                          f"{L + 1} layers, got {len(hidden)}: {list(hidden)}")
     for name in hidden:
-        activation_code(name)
+        _hidden_name(name)
     return list(hidden)
+
+
+def _hidden_name(name):
+    activation_code(name)
+    if name not in HIDDEN_ACTIVATIONS:
+        raise ValueError(f"hidden: {name!r} is an output activation (Poisson rates); expected one of "
+                         f"{', '.join(HIDDEN_ACTIVATIONS)}")
 
 
 def infer_task(y):

@@ -426,12 +426,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor: identity output, squared error; y may have several columns.
+    """Multi-layer perceptron regressor; y may have several columns.
 
-    ``loss`` takes scikit-learn's "squared_error" (0.5 (a - y)^2 per output, B8); its "poisson"
-    needs an exponential output that loopgrad's loop kernels do not have yet."""
+    ``loss``: "squared_error" (identity output, 0.5 (a - y)^2 per output) or "poisson" (exp output,
+    half the Poisson deviance y log(y / a) - y + a per output); both pair with their output so that
+    B8 gives dZ[L] = A[L] - Y."""
 
-    _parameter_constraints = {**_BaseMLP._parameter_constraints, "loss": [StrOptions({"squared_error"})]}
+    _parameter_constraints = {**_BaseMLP._parameter_constraints, "loss": [StrOptions({"squared_error", "poisson"})]}
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
@@ -465,7 +466,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self._y_1d = y.ndim == 1
         self._incremental = incremental
         Y = np.asarray(y, dtype=_dtype(self, X)).reshape(len(y), -1)
-        return self._fit(X, Y, "identity", incremental, sample_weight=sample_weight)
+        if self.loss == "poisson" and (Y < 0).any():
+            raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
+        return self._fit(X, Y, "exp" if self.loss == "poisson" else "identity", incremental,
+                         sample_weight=sample_weight)
 
     def _validation_score(self, X, Y):
         return float(self.model_.score(X, Y))

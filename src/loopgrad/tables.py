@@ -7,17 +7,25 @@ import math
 
 import numpy as np
 
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "gelu", "softmax")
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "gelu", "softmax", "exp")
 ACTIVATION_CODE = {name: code for code, name in enumerate(ACTIVATIONS)}
-IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTPLUS, GELU, SOFTMAX = range(len(ACTIVATIONS))
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTPLUS, GELU, SOFTMAX, EXP = range(len(ACTIVATIONS))
 LEAKY_SLOPE = 0.01
+# exp(z) is taken at min(z, EXP_MAX): a rate of e^80 (5.5e34) is beyond any count, and the clip keeps
+# exp finite in float32 (whose exp overflows past 88.7) as in float64.
+EXP_MAX = 80.0
 
-LOSSES = ("cross_entropy", "binary_cross_entropy", "squared_error")
+LOSSES = ("cross_entropy", "binary_cross_entropy", "squared_error", "poisson")
 LOSS_CODE = {name: code for code, name in enumerate(LOSSES)}
-CROSS_ENTROPY, BINARY_CROSS_ENTROPY, SQUARED_ERROR = range(len(LOSSES))
+CROSS_ENTROPY, BINARY_CROSS_ENTROPY, SQUARED_ERROR, POISSON = range(len(LOSSES))
 
-# B8: the output activation each loss is matched with, so that dZ[L] = A[L] - Y.
-OUTPUT_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy", "identity": "squared_error"}
+# B8: the output activation each loss is matched with, so that dZ[L] = A[L] - Y. The Poisson
+# deviance with its log link (half of it, per output: y log(y / a) - y + a) pairs with a = exp(z).
+OUTPUT_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy", "identity": "squared_error",
+               "exp": "poisson"}
+CLASSIFIER_OUTPUTS = frozenset({"softmax", "sigmoid"})
+# exp is an output for Poisson rates, not offered for hidden layers (exp of exp overflows by depth 3).
+HIDDEN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "exp")
 
 # He initialisation for the ReLU family, Glorot for the rest.
 HE_INIT = frozenset({"relu", "leaky_relu", "gelu", "softplus"})

@@ -40,6 +40,10 @@ class Case:
     magnitude: object = None  # (inputs) -> float, where |output| understates the terms' size
 
 
+def _largest_input(*arrays):
+    return max(float(np.max(np.abs(a), initial=0.0)) for a in arrays)
+
+
 def _std(rng, shape, dtype, scale=1.0):
     return (scale * rng.standard_normal(shape)).astype(dtype)
 
@@ -102,7 +106,9 @@ def _cases():
              lambda r, m, i, o, dt, s: (_std(r, i * o, dt, s), _std(r, i * o, dt), _std(r, i * o, dt),
                                         (r.random(i * o) < 0.8).astype(dt)),
              lambda mod, th, g, v, d: mod.sgd_update(th, g, v, 0.1, 0.9, True, 1e-2, d),
-             lambda m, i, o: 4, False, True),
+             # theta - lr (g + mu v) can cancel to far below its terms (hypothesis found 0.005 from O(1) terms):
+             # the tolerance scales with the inputs, not the result
+             lambda m, i, o: 4, False, True, _largest_input),
         Case("adam_update", "B2 B3",
              lambda r, m, i, o, dt, s: (_std(r, i * o, dt, s), _std(r, i * o, dt), _std(r, i * o, dt),
                                         np.abs(_std(r, i * o, dt)), (r.random(i * o) < 0.8).astype(dt)),

@@ -12,7 +12,7 @@ import numpy as np
 from .. import _checks
 from .._numba import jit, prange, refuse_in_forked_child
 from ..tables import (
-    GELU, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH, activation_code,
+    EXP, EXP_MAX, GELU, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH, activation_code,
 )
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -68,6 +68,10 @@ def _act_row_forward(code, z, a):
         c = z.dtype.type(_INV_SQRT2)
         for j in range(n):
             a[j] = half * z[j] * (one + math.erf(z[j] * c))
+    elif code == EXP:
+        top = z.dtype.type(EXP_MAX)
+        for j in range(n):
+            a[j] = math.exp(min(z[j], top))
     elif code == SOFTMAX:
         # F3: subtracting the row max M_i keeps every exp in (0, 1]
         mx = z[0]
@@ -134,6 +138,10 @@ def _act_row_backward(code, d, z, a):
     elif code == SIGMOID:
         for j in range(n):
             d[j] = d[j] * a[j] * (one - a[j])
+    elif code == EXP:
+        for j in range(n):
+            # g'(z) = exp(z) = a
+            d[j] = d[j] * a[j]
     elif code == TANH:
         for j in range(n):
             d[j] = d[j] * (one - a[j] * a[j])

@@ -1,7 +1,8 @@
 """Losses from the output layer's logits, and the matched output delta (B8).
 
 ``J = (1/m) sum_i L(i)``, with ``L(i)`` summed over output units. Every form is
-written so that no exp overflows however large the logits are.
+written so that no exp overflows however large the logits are (the Poisson rate exp(z) is taken
+at min(z, EXP_MAX)).
 """
 import math
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from .. import _checks
 from .._numba import jit
-from ..tables import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_code
+from ..tables import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, EXP_MAX, POISSON, loss_code
 
 
 @jit
@@ -37,6 +38,12 @@ def _loss_rows_into(code, Z, Y, L):
             for k in range(n):
                 # -y log s(z) - (1-y) log(1-s(z)) = max(z,0) - z y + log1p(e^-|z|)
                 s += max(z[k], zero) - z[k] * y[k] + math.log1p(math.exp(-abs(z[k])))
+        elif code == POISSON:
+            top = Z.dtype.type(EXP_MAX)
+            for k in range(n):
+                # L(i) = sum_k y log y - y log a + a - y with log a = z (half the Poisson deviance; 0 log 0 = 0)
+                ylogy = y[k] * math.log(y[k]) if y[k] > zero else zero
+                s += ylogy - y[k] * z[k] + math.exp(min(z[k], top)) - y[k]
         else:
             for k in range(n):
                 # L(i) = 0.5 * sum_k (Z[i,k] - Y[i,k])^2 (identity output: A = Z)

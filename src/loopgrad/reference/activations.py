@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .. import _checks
-from ..tables import LEAKY_SLOPE, activation_code
+from ..tables import EXP_MAX, LEAKY_SLOPE, activation_code
 
 
 def _erf(x):
@@ -37,6 +37,7 @@ FORWARD = {
     "softplus": lambda Z: np.maximum(Z, 0) + np.log1p(np.exp(-np.abs(Z))),
     "gelu": lambda Z: 0.5 * Z * (1 + _erf(Z / Z.dtype.type(math.sqrt(2)))).astype(Z.dtype, copy=False),
     "softmax": _softmax,
+    "exp": lambda Z: np.exp(np.minimum(Z, Z.dtype.type(EXP_MAX))),
 }
 
 # g'(Z) given Z and A = g(Z); softmax has no element-wise derivative (B7).
@@ -47,6 +48,7 @@ DERIVATIVE = {
     "relu": lambda Z, A: (Z > 0).astype(Z.dtype),
     "leaky_relu": lambda Z, A: np.where(Z > 0, 1, LEAKY_SLOPE).astype(Z.dtype),
     "softplus": lambda Z, A: _sigmoid(Z),
+    "exp": lambda Z, A: A,
     "gelu": lambda Z, A: (0.5 * (1 + _erf(Z / math.sqrt(2))) + Z * np.exp(-0.5 * Z * Z) / math.sqrt(2 * math.pi)).astype(Z.dtype, copy=False),
 }
 

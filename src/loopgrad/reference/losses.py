@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import _checks
-from ..tables import loss_code
+from ..tables import EXP_MAX, loss_code
 
 
 def _cross_entropy(Z, Y):
@@ -15,7 +15,13 @@ LOSS = {
     "cross_entropy": _cross_entropy,
     "binary_cross_entropy": lambda Z, Y: (np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))).sum(axis=1),
     "squared_error": lambda Z, Y: 0.5 * ((Z - Y) ** 2).sum(axis=1),
+    "poisson": lambda Z, Y: (_xlogx(Y) - Y * Z + np.exp(np.minimum(Z, Z.dtype.type(EXP_MAX))) - Y).sum(axis=1),
 }
+
+
+def _xlogx(Y):
+    """y log y with 0 log 0 = 0, without a warning for the zeros."""
+    return np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1)), 0).astype(Y.dtype, copy=False)
 
 
 def loss_forward(name, Z_L, Y):
