@@ -271,3 +271,9 @@ def test_parquet_round_trip(tmp_path, iris_csv, capsys):
     frame.drop(columns="species").head(3).to_parquet(tmp_path / "new.parquet")
     assert main(["predict", model, "--input", str(tmp_path / "new.parquet"), "--output", str(tmp_path / "p.csv")]) == 0
     assert (tmp_path / "p.csv").read_text().splitlines()[1:] == ["setosa"] * 3
+
+
+def test_target_without_a_file_is_refused_before_any_work(capsys):
+    assert main(["train", "--data", "iris", "--target", "species", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--target/--validation" in err and "--csv FILE" in err

@@ -151,9 +151,9 @@ def _cmd_train(args):
     args.momentum = 0.9 if args.momentum is None else args.momentum
     # with --json, stdout carries only the result: everything else goes to stderr
     say = sys.stderr if args.json else sys.stdout
-    prepared = _file_data(args) if (args.csv or args.input) else _builtin_data(args)
     if args.csv is None and args.input is None and (args.target or args.validation):
         raise ValueError("--target/--validation: these name a column and a file of your own data; add --csv FILE")
+    prepared = _file_data(args) if (args.csv or args.input) else _builtin_data(args)
     model = _model_for(prepared, args)
     opt = _optimizer(args)
     print(f"{model!r}: {model.n_params} parameters; {prepared.name}: {prepared.X_train.shape[0]} train / "
