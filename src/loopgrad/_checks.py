@@ -256,3 +256,9 @@ def csr(arg, data, indices, indptr, n_cols=None):
                          f"{int(indices.max())}")
     return (np.ascontiguousarray(data), np.ascontiguousarray(indices, dtype=np.int64),
             np.ascontiguousarray(indptr, dtype=np.int64))
+
+
+def listing(values, n=8):
+    """``values`` as a short list for a message: all of them, or the first ``n`` and the count."""
+    values = list(np.asarray(values).tolist())
+    return str(values) if len(values) <= n else str(values[:n])[:-1] + f", ... ({len(values)} in all)]"

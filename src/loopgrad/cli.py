@@ -1,5 +1,6 @@
 """The ``loopgrad`` command: check, train, predict, bench, explain."""
 import argparse
+import os
 import sys
 import time
 
@@ -87,7 +88,7 @@ def _file_data(args):
         if held.y is None:
             raise ValueError(f"--validation {args.validation}: expected the target column {table.target!r}")
         X_tr, y_tr, X_te, y_te = table.X, table.y, held.X, held.y
-        split = {"test": "file", "test_file": os_path_name(args.validation), "test_fingerprint": held.fingerprint}
+        split = {"test": "file", "test_file": os.path.basename(args.validation), "test_fingerprint": held.fingerprint}
     else:
         tr, te = datasets.split(table.y, args.test_fraction, args.seed, stratify=task == "classification")
         if tr.size < 2 or te.size < 1:
@@ -96,7 +97,7 @@ def _file_data(args):
         X_tr, y_tr, X_te, y_te = table.X[tr], table.y[tr], table.X[te], table.y[te]
         split = {"test": "split", "test_fraction": args.test_fraction}
     mean, scale = tabular.standardiser(X_tr)
-    meta = {"data": os_path_name(path), "data_fingerprint": table.fingerprint, "split_seed": args.seed, **split,
+    meta = {"data": os.path.basename(path), "data_fingerprint": table.fingerprint, "split_seed": args.seed, **split,
             "target": table.target, "feature_names": table.feature_names,
             "input_mean": mean.tolist(), "input_scale": scale.tolist()}
     classes = None
@@ -109,13 +110,8 @@ def _file_data(args):
         classes = np.unique(table.y if args.validation is None else np.concatenate([y_tr, y_te]))
     raw_train = X_tr
     X_tr, X_te = ((a - mean) / scale for a in (X_tr, X_te))
-    return _Prepared(os_path_name(path), task, X_tr.astype(args.dtype), y_tr, X_te.astype(args.dtype), y_te,
+    return _Prepared(os.path.basename(path), task, X_tr.astype(args.dtype), y_tr, X_te.astype(args.dtype), y_te,
                      raw_train, meta, classes)
-
-
-def os_path_name(path):
-    import os
-    return os.path.basename(os.fspath(path))
 
 
 def _optimizer(args):
@@ -269,7 +265,6 @@ def _training_config(args, opt, history):
 
 def _rescue_save(model):
     """Where a trained model goes when --save cannot write: a new file in the temporary folder."""
-    import os
     import tempfile
 
     fd, path = tempfile.mkstemp(prefix="loopgrad-model-", suffix=".npz")
@@ -309,7 +304,7 @@ def _cmd_predict(args):
         if table.ignored:
             print(f"loopgrad predict: warning: {args.input}: columns the model was not trained on are ignored: "
                   f"{table.ignored}", file=sys.stderr)
-        X, y, raw, name = tabular.model_inputs(model, table), table.y, table.X, os_path_name(args.input)
+        X, y, raw, name = tabular.model_inputs(model, table), table.y, table.X, os.path.basename(args.input)
         if y is not None and not model.is_classifier:
             y = (np.asarray(y, np.float64) - meta["target_mean"][0]) / meta["target_scale"][0] \
                 if meta.get("target_mean") else np.asarray(y, np.float64)

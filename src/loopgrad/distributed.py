@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _checks, layout
 from .kernels.optim import optimizer_update
-from .model import History, _evaluate
+from .model import History, _Watch
 from .optim import DPSGD
 from .optim import get as _get_optimizer
 
@@ -249,7 +249,7 @@ def _fit_local_sgd(model, dask, blocks, masks, epochs, opt, client, batch_size, 
     # in the graph is sent again to whichever worker recomputes a lost task.
     spec = dask.delayed(_spec(model), pure=True)
     history = History()
-    best, best_theta, since_best = np.inf, None, 0
+    watch = _Watch(early_stopping, patience, tol, unit="rounds")
     start_theta = model.theta.copy()
     rounds = -(-epochs // sync_every)
     bar = tqdm(total=rounds, disable=not progress, unit="round", leave=True, dynamic_ncols=True)
@@ -270,29 +270,15 @@ def _fit_local_sgd(model, dask, blocks, masks, epochs, opt, client, batch_size, 
                 raise FloatingPointError(f"training diverged in round {r + 1} (loss {loss}); the parameters were "
                                          f"restored; lower the learning rate")
             model.theta[...] = new_theta
-            history.loss.append(float(loss))
-            monitored = float(loss)
-            if val is not None:
-                monitored, score = _evaluate(model, *val)
-                history.val_loss.append(monitored)
-                (history.val_accuracy if model.is_classifier else history.val_r2).append(score)
-            history.epochs = r + 1
+            stop = watch.record(model, history, r, float(loss), val)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", **({"val_loss": f"{monitored:.4f}"} if val is not None else {}))
-            if monitored < best - tol:
-                best, since_best, history.best_epoch = monitored, 0, r
-                if early_stopping:
-                    best_theta = model.theta.copy()
-            else:
-                since_best += 1
-                if early_stopping and since_best >= patience:
-                    history.stopped_early = True
-                    history.stop_reason = f"early stopping: no improvement for {patience} rounds"
-                    break
+            bar.set_postfix(loss=f"{loss:.4f}", **({"val_loss": f"{history.val_loss[-1]:.4f}"} if val is not None
+                                                   else {}))
+            if stop:
+                break
     finally:
         bar.close()
-    if early_stopping and best_theta is not None:
-        model.theta[...] = best_theta
+    watch.restore(model)
     history.seconds = time.perf_counter() - t_start
     return history
 

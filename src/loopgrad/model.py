@@ -261,7 +261,7 @@ class MLP:
         lines = [f"{'layer':>5}  {'W shape':>14}  {'b':>6}  {'activation':<11} {'parameters':>11}"]
         for l, ((W, b), act) in enumerate(zip(self.params, self.activations), start=1):
             lines.append(f"{l:>5}  {str(W.shape):>14}  {b.shape[0]:>6}  {act:<11} {W.size + b.size:>11,}")
-        task = (f"classifier, {self.n_classes} classes" + (f" {_short(self.classes)}" if self.classes is not None
+        task = (f"classifier, {self.n_classes} classes" + (f" {_checks.listing(self.classes)}" if self.classes is not None
                                                           else "")) if self.is_classifier else "regression"
         lines.append(f"{self.n_params:,} parameters ({self.n_params * self.dtype.itemsize:,} bytes of "
                      f"{self.dtype.name}); {self.loss_name} loss; {task}")
@@ -350,7 +350,7 @@ class MLP:
         if not np.all(known):
             bad = np.asarray(y)[~known][0]
             bad = bad.item() if isinstance(bad, np.generic) else bad
-            raise ValueError(f"{arg}: label {bad!r} is not one of the model's classes {_short(classes)}")
+            raise ValueError(f"{arg}: label {bad!r} is not one of the model's classes {_checks.listing(classes)}")
         return pos.astype(np.int64)
 
     def _classes_of(self, y):
@@ -373,7 +373,7 @@ class MLP:
                 return None
         classes = np.unique(y)
         if classes.size != self.n_classes:
-            raise ValueError(f"y: labels {_short(classes)} are not the integers 0..{self.n_classes - 1}, and "
+            raise ValueError(f"y: labels {_checks.listing(classes)} are not the integers 0..{self.n_classes - 1}, and "
                              f"{classes.size} distinct labels do not name the model's {self.n_classes} classes "
                              f"(n_L = {self.sizes[-1]}, {self.output} output); set model.classes to the full "
                              f"sorted list of labels first")
@@ -737,11 +737,6 @@ def infer_task(y):
     return "classification" if n_unique <= 20 and n_unique <= max(2, y.size // 2) else "regression"
 
 
-def _short(values, n=8):
-    values = list(np.asarray(values).tolist())
-    return str(values) if len(values) <= n else str(values[:n])[:-1] + f", ... ({len(values)} in all)]"
-
-
 def _seed(name, seed):
     if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
         return seed
@@ -776,6 +771,42 @@ class _Plan:
     tol: float
     backend: str
     carry: object = None  # an optim.OptimizerState, or None
+
+
+class _Watch:
+    """What follows every epoch (or round of ``fit_distributed``): its loss and, with validation data,
+    the validation loss and score into the ``History``; then early stopping's bookkeeping on the
+    monitored loss (validation loss, else training loss): the best so far, how long since, and with
+    ``early_stopping`` the best parameters, which ``restore`` puts back."""
+
+    def __init__(self, early_stopping, patience, tol, unit="epochs"):
+        self.early_stopping, self.patience, self.tol, self.unit = early_stopping, patience, tol, unit
+        self.best, self.best_theta, self.since_best = np.inf, None, 0
+
+    def record(self, model, history, epoch, loss, val, backend="loops"):
+        """Record epoch ``epoch`` (0-based); returns True when early stopping ends the training here."""
+        history.loss.append(loss)
+        monitored = loss
+        if val is not None:
+            monitored, score = _evaluate(model, *val, backend)
+            history.val_loss.append(monitored)
+            (history.val_accuracy if model.is_classifier else history.val_r2).append(score)
+        history.epochs = epoch + 1
+        if monitored < self.best - self.tol:
+            self.best, self.since_best, history.best_epoch = monitored, 0, epoch
+            if self.early_stopping:
+                self.best_theta = model.theta.copy()
+            return False
+        self.since_best += 1
+        if self.early_stopping and self.since_best >= self.patience:
+            history.stopped_early = True
+            history.stop_reason = f"early stopping: no improvement for {self.patience} {self.unit}"
+            return True
+        return False
+
+    def restore(self, model):
+        if self.early_stopping and self.best_theta is not None:
+            model.theta[...] = self.best_theta
 
 
 def _over_budget(opt, n, batch_size):
@@ -898,7 +929,7 @@ def _train(model, opt, X, Y, rows, val, plan, rng, weights=None):
                              f"{training.update.state.shape}")
         training.update.state[...] = carry.moments
     history = History()
-    best, best_theta, since_best = np.inf, None, 0
+    watch = _Watch(plan.early_stopping, plan.patience, plan.tol)
     t = carry.t if carry is not None else 0
     start_theta = model.theta.copy()
     lines = plan.progress == "lines"
@@ -923,36 +954,21 @@ def _train(model, opt, X, Y, rows, val, plan, rng, weights=None):
                 model.theta[...] = start_theta  # a failed fit leaves the model as it was
                 raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {epoch_loss}); the "
                                          f"parameters were restored; lower the learning rate")
-            history.loss.append(epoch_loss)
             if isinstance(opt, _optim.DPSGD):
                 history.epsilon.append((opt.epsilon(), opt.delta))
-            monitored = epoch_loss
-            if val is not None:
-                monitored, v_score = _evaluate(model, *val, plan.backend)
-                history.val_loss.append(monitored)
-                (history.val_accuracy if model.is_classifier else history.val_r2).append(v_score)
-            history.epochs = epoch + 1
+            stop = watch.record(model, history, epoch, epoch_loss, val, plan.backend)
             shown = _epoch_fields(model, history, val is not None)
             if lines:
                 print(f"epoch {epoch + 1}/{plan.epochs} " + " ".join(f"{k} {v}" for k, v in shown.items())
                       + f" ({history.epoch_seconds[-1]:.2f} s)", flush=True)
             else:
                 bar.set_postfix(epoch=epoch + 1, **shown)
-            if monitored < best - plan.tol:
-                best, since_best, history.best_epoch = monitored, 0, epoch
-                if plan.early_stopping:
-                    best_theta = model.theta.copy()
-            else:
-                since_best += 1
-                if plan.early_stopping and since_best >= plan.patience:
-                    history.stopped_early = True
-                    history.stop_reason = f"early stopping: no improvement for {plan.patience} epochs"
-                    break
+            if stop:
+                break
     finally:
         bar.close()
         if carry is not None:
             carry.moments, carry.t = training.update.state.copy(), t
-    if plan.early_stopping and best_theta is not None:
-        model.theta[...] = best_theta
+    watch.restore(model)
     history.seconds = time.perf_counter() - t_start
     return history

@@ -144,7 +144,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"X, y: a {'partial_fit' if incremental else 'warm start'} continues the network "
                              f"{self.model_.sizes}; these data need {sizes}")
         if not resume:
-            self._initialize(sizes, output, X.dtype)
+            self._initialize(sizes, output, Y.dtype.name)  # Y is built in the model's dtype (_dtype)
         model = self.model_
         if sample_weight is not None:
             sample_weight = model._sample_weight(sample_weight, X.shape[0])
@@ -158,9 +158,8 @@ class _BaseMLP(BaseEstimator):
         return self
 
     def _initialize(self, sizes, output, dtype):
-        """A new network with scikit-learn's initialisation: per layer, W then b drawn uniform in
-        +-sqrt(f / (fan_in + fan_out)) from ``random_state``, f = 2 for logistic units and 6 otherwise."""
-        dtype = self.dtype or (dtype.name if dtype == np.float32 else "float64")
+        """A new network of ``dtype`` with scikit-learn's initialisation: per layer, W then b drawn uniform
+        in +-sqrt(f / (fan_in + fan_out)) from ``random_state``, f = 2 for logistic units and 6 otherwise."""
         activation = _SKLEARN_ACTIVATION.get(self.activation, self.activation)
         model = MLP(sizes, hidden=activation, output=output, dtype=dtype, seed=None)
         factor = 2.0 if self.activation == "logistic" else 6.0

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _checks
+
 SUFFIXES = (".csv", ".npz", ".npy", ".parquet")
 
 
@@ -228,8 +230,9 @@ def model_inputs(model, table):
     standardised with the scaling kept in its file."""
     meta = model.metadata
     if table.X.shape[1] != model.sizes[0]:
-        raise ValueError(f"{table.path}: the model expects {model.sizes[0]} features "
-                         f"{_names(meta.get('feature_names'))}, the file has {table.X.shape[1]}")
+        names = _checks.listing(meta["feature_names"]) if meta.get("feature_names") else ""
+        raise ValueError(f"{table.path}: the model expects {model.sizes[0]} features {names}, the file has "
+                         f"{table.X.shape[1]}")
     X = table.X
     if meta.get("input_mean") is not None:
         X = (X - np.asarray(meta["input_mean"])) / np.asarray(meta["input_scale"])
@@ -243,12 +246,6 @@ def targets_out(model, values):
         return values
     mean, scale = np.asarray(meta["target_mean"]), np.asarray(meta["target_scale"])
     return values * (scale[0] if values.ndim == 1 else scale) + (mean[0] if values.ndim == 1 else mean)
-
-
-def _names(names):
-    if not names:
-        return ""
-    return str(names) if len(names) <= 8 else str(names[:8])[:-1] + ", ...]"
 
 
 def confusion_matrix(y_true, y_pred, labels):

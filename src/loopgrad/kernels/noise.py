@@ -21,15 +21,13 @@ import numpy as np
 
 from .. import _checks
 from .._numba import FIRST, jit, prange
+from .optim import PARAM_BLOCK, SERIAL_PARAMS  # the parameter block's one fixed partition into tasks
 from ..tables import GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, SIGNED_UNIT, TO_UNIT, ZIG_R, ZIG_RATIO, ZIG_X
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11, _S12 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11), np.uint64(12)
 _D_STEP = np.uint64(0xD1B54A32D192ED03)
 _LAYER_MASK = np.uint64(127)
-# Parameters per parallel task, fixed so that the split never depends on the thread count.
-PARAM_BLOCK = 8192
-SERIAL_PARAMS = 1 << 16
 # Deviates drawn per round of _normals_range: its three scratch rows (24 KiB) stay in L1.
 NOISE_CHUNK = 1024
 
