@@ -178,17 +178,18 @@ class DPSGD(SGD):
             from dp_accounting import dp_event, rdp
         except ImportError:
             raise ImportError("DPSGD.epsilon needs Google's dp-accounting: pip install dp-accounting") from None
-        accountant = rdp.RdpAccountant()
-        for rate, k in segments:
-            if k:
-                accountant.compose(dp_event.PoissonSampledDpEvent(rate, dp_event.GaussianDpEvent(self.noise_multiplier)),
-                                   int(k))
         # the accountant logs a warning for each RDP order whose series does not converge at small
-        # sigma and leaves that order out (the epsilon stays an upper bound): not the user's concern
+        # sigma (while composing) and leaves that order out (the epsilon stays an upper bound): not
+        # the user's concern
         quiet = logging.getLogger("absl")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
+            accountant = rdp.RdpAccountant()
+            for rate, k in segments:
+                if k:
+                    accountant.compose(
+                        dp_event.PoissonSampledDpEvent(rate, dp_event.GaussianDpEvent(self.noise_multiplier)), int(k))
             return float(accountant.get_epsilon(delta))
         finally:
             quiet.setLevel(level)
