@@ -55,9 +55,10 @@ H_LR, H_MOMENTUM, H_NESTEROV, H_BETA1, H_BETA2, H_EPS, H_WEIGHT_DECAY, H_CLIP, H
 N_HYPER = 11
 
 
-def ziggurat_tables(layers=128, r=3.442619855899, v=9.91256303526217e-3):
-    """Doornik's (2005) ziggurat of ``layers`` equal-area layers under the normal density: the
-    layers' right edges ``x`` (layers + 1,) and the ratios ``x[i + 1] / x[i]`` below which a point
+def ziggurat_tables(layers=256, r=3.6541528853610088, v=4.92867323399e-3):
+    """Doornik's (2005) ziggurat of ``layers`` equal-area layers under the normal density (the
+    constants are Marsaglia and Tsang's for 256 layers): the layers' right edges ``x`` (layers + 1,),
+    the density at them ``f = exp(-x^2 / 2)``, and the ratios ``x[i + 1] / x[i]`` below which a point
     of layer i lies inside the rectangle under the next layer (the fast path)."""
     x = np.empty(layers + 1)
     f = math.exp(-0.5 * r * r)
@@ -66,12 +67,16 @@ def ziggurat_tables(layers=128, r=3.442619855899, v=9.91256303526217e-3):
         x[i] = math.sqrt(-2.0 * math.log(v / x[i - 1] + f))
         f = math.exp(-0.5 * x[i] * x[i])
     x[layers] = 0.0
-    return x, x[1:] / x[:-1]
+    return x, np.exp(-0.5 * x * x), x[1:] / x[:-1]
 
 
-ZIG_R = 3.442619855899
-ZIG_X, ZIG_RATIO = ziggurat_tables(r=ZIG_R)
-# SplitMix64's increment (the golden ratio in 64 bits) and the scale of 53 bits to (0, 1]
+ZIG_LAYERS = 256
+ZIG_R = 3.6541528853610088
+ZIG_X, ZIG_F, ZIG_RATIO = ziggurat_tables(ZIG_LAYERS, ZIG_R)
+# The fast path's two lookups side by side, so that a draw touches one cache line: (x[i], x[i+1] / x[i]).
+ZIG_FAST = np.ascontiguousarray(np.stack([ZIG_X[:ZIG_LAYERS], ZIG_RATIO], axis=1))
+# SplitMix64's increment (the golden ratio in 64 bits); the scale of 53 bits to (0, 1]; and of a
+# half-word's 24 high bits to [-1, 1)
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 TO_UNIT = 2.0 ** -53
-SIGNED_UNIT = 2.0 ** -51
+HALF_SIGNED_UNIT = 2.0 ** -23

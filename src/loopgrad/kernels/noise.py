@@ -7,10 +7,13 @@ which parameters, on 1 or 2 threads, and a step can be redrawn alone.
 * Uniform bits: word ``d`` of the draw with counter ``c = t P + p`` is SplitMix64's output
   function (Steele, Lea and Flood 2014) applied to ``key_d + c * GAMMA``; for ``d = 0`` this is
   exactly SplitMix64's ``c``-th output for the seed ``key_0``.
-* Normal deviates: the ziggurat of Marsaglia and Tsang (2000) in Doornik's form (2005), 128
-  layers. About 98.8% of draws take the fast path: one word gives the layer (its low 7 bits) and
-  a uniform in (-1, 1) (its high 53 bits), and the deviate is a product. The rest use further
-  words ``d = 1, 2, ...`` of the same counter.
+* Normal deviates: the ziggurat of Marsaglia and Tsang (2000) in Doornik's form (2005), 256
+  layers. Each 64-bit word gives two draws, its low and high 32-bit halves: parameter ``p`` of a
+  block of ``P`` takes half ``p mod 2`` of word ``d = 0`` of counter ``t ceil(P/2) + floor(p/2)``. A
+  half's low 8 bits choose the layer and its high 24 bits a uniform in [-1, 1); about 98.5% of
+  draws take this fast path, where the deviate is one product (so fast-path deviates carry 24
+  random bits, float32's precision). The rest, the wedges and the tail, use 53-bit uniforms from
+  the words ``d = 1, 2, ...`` of the parameter's own counter ``t P + p``.
 
 These are not cryptographic draws: ``DPSGD(secure=True)`` draws from the operating system's
 CSPRNG instead (in NumPy, slower; see ``loopgrad.optim``).
@@ -22,13 +25,15 @@ import numpy as np
 from .. import _checks
 from .._numba import FIRST, jit, prange
 from .optim import PARAM_BLOCK, SERIAL_PARAMS  # the parameter block's one fixed partition into tasks
-from ..tables import GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, SIGNED_UNIT, TO_UNIT, ZIG_R, ZIG_RATIO, ZIG_X
+from ..tables import (GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, HALF_SIGNED_UNIT, TO_UNIT, ZIG_F, ZIG_FAST,
+                      ZIG_LAYERS, ZIG_R)
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S11, _S12 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11), np.uint64(12)
+_S30, _S27, _S31, _S11, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11), np.uint64(32)
 _D_STEP = np.uint64(0xD1B54A32D192ED03)
-_LAYER_MASK = np.uint64(127)
-# Deviates drawn per round of _normals_range: its three scratch rows (24 KiB) stay in L1.
+_LOW_HALF = np.uint64(0xFFFFFFFF)
+_S8, _LAYER_MASK = np.uint32(8), np.uint32(ZIG_LAYERS - 1)
+# Deviates drawn per round of _normals_range: its scratch (12 KiB with the caller's) stays in L1.
 NOISE_CHUNK = 1024
 
 
@@ -55,21 +60,23 @@ def _unit(w):
 
 
 @jit
-def _signed_unit(w):
-    # the fast path's uniform in [-1, 1): the high 52 bits as k 2^-51 - 1 (the low 7 bits choose the layer)
-    return float(np.int64(w >> _S12)) * SIGNED_UNIT - 1.0
+def _half_unit(h):
+    # the fast path's uniform in [-1, 1): a half-word's high 24 bits as k 2^-23 - 1, exact in
+    # float64 (its low 8 bits choose the layer)
+    return float(np.int32(h >> _S8)) * HALF_SIGNED_UNIT - 1.0
 
 
 @jit
-def _slow_normal(key, c, w):
-    """The 1.2% of draws outside the layers' rectangles: the wedge test or the tail, with the words
-    d = 1, 2, ... of counter ``c`` (``w`` is word 0, which chose the layer and failed the fast test)."""
+def _slow_normal(key, c, h, zig_fast, zig_f):
+    """The ~1.5% of draws outside the layers' rectangles: the wedge test or the tail, with the words
+    d = 1, 2, ... of the parameter's counter ``c`` (``h`` is the half-word that chose the layer and
+    failed the fast test)."""
     d = 0
     while True:
-        u = _signed_unit(w)
-        i = int(w & _LAYER_MASK)
-        if abs(u) < ZIG_RATIO[i]:
-            return u * ZIG_X[i]
+        u = _half_unit(h)
+        i = int(h & _LAYER_MASK)
+        if abs(u) < zig_fast[i, 1]:
+            return u * zig_fast[i, 0]
         if i == 0:
             # the tail beyond R (Marsaglia 1964)
             while True:
@@ -79,51 +86,53 @@ def _slow_normal(key, c, w):
                 y = math.log(_unit(_word(key, c, d)))
                 if -2.0 * y >= x * x:
                     return x - ZIG_R if u < 0.0 else ZIG_R - x
-        x = u * ZIG_X[i]
-        f0 = math.exp(-0.5 * (ZIG_X[i] * ZIG_X[i] - x * x))
-        f1 = math.exp(-0.5 * (ZIG_X[i + 1] * ZIG_X[i + 1] - x * x))
+        x = u * zig_fast[i, 0]
         d += 1
-        if f1 + _unit(_word(key, c, d)) * (f0 - f1) < 1.0:
+        # the wedge: a height uniform between the density at the layer's two edges, kept if it lies
+        # under the density at x (one exp; the edges' densities are tabled)
+        if zig_f[i + 1] + _unit(_word(key, c, d)) * (zig_f[i] - zig_f[i + 1]) < math.exp(-0.5 * x * x):
             return x
         d += 1
-        w = _word(key, c, d)
+        h = np.uint32(_word(key, c, d) & _LOW_HALF)
 
 
 @jit
-def _normals_range(key, base, z, p0):
-    """z[q] = the deviate of counter base + p0 + q, in chunks that stay in L1: word 0 of every
-    counter and the fast path for all (one product; the misses noted), then the ~1.2% of misses by
-    the slow path."""
-    miss = np.empty(NOISE_CHUNK, np.int64)
+def _normals_range(key, t, P, z, p0):
+    """z[q] = the deviate of parameter p0 + q at step t, for a block of P parameters, in chunks that
+    stay in L1: the words, then the fast path for every draw (misses marked NaN, which no fast-path
+    deviate is), then the misses by the slow path."""
+    halves = np.empty(NOISE_CHUNK + 2, np.uint32)
     # the tables as ordinary arrays: indexing numba's frozen global constants measured ~1 ns slower a draw
-    zig_x, zig_ratio = ZIG_X.copy(), ZIG_RATIO.copy()
+    zig_fast, zig_f = ZIG_FAST.copy(), ZIG_F.copy()
+    step_words = np.uint64(t) * np.uint64((P + 1) // 2)
+    step_counters = np.uint64(t) * np.uint64(P)
     for c0 in range(0, z.shape[0], NOISE_CHUNK):
         n = min(NOISE_CHUNK, z.shape[0] - c0)
-        zc = z[c0:c0 + n]
-        c = key + (base + np.uint64(p0 + c0)) * GAMMA
-        n_miss = 0
-        for q in range(n):
-            # SplitMix64: its state advances by GAMMA per counter; word 0 is the mixed state
+        first = p0 + c0
+        odd = first & 1
+        # SplitMix64: its state advances by GAMMA per counter; word 0 is the mixed state
+        c = key + (step_words + np.uint64(first >> 1)) * GAMMA
+        for j in range((odd + n + 1) >> 1):
             w = _mix(c)
             c += GAMMA
-            u = _signed_unit(w)
-            i = w & _LAYER_MASK
-            zc[q] = u * zig_x[i]
-            # branch-free bookkeeping: the slot is overwritten unless the point lies outside the rectangle
-            miss[n_miss] = q
-            n_miss += 0 if abs(u) < zig_ratio[i] else 1
-        for k in range(n_miss):
-            q = miss[k]
-            counter = base + np.uint64(p0 + c0 + q)
-            zc[q] = _slow_normal(key, counter, _mix(key + counter * GAMMA))
+            halves[2 * j] = np.uint32(w & _LOW_HALF)
+            halves[2 * j + 1] = np.uint32(w >> _S32)
+        h, zc = halves[odd:odd + n], z[c0:c0 + n]
+        for q in range(n):
+            u = _half_unit(h[q])
+            i = h[q] & _LAYER_MASK
+            # z = u x_i inside layer i's rectangle
+            zc[q] = u * zig_fast[i, 0] if abs(u) < zig_fast[i, 1] else np.nan
+        for q in range(n):
+            if zc[q] != zc[q]:
+                zc[q] = _slow_normal(key, step_counters + np.uint64(first + q), h[q], zig_fast, zig_f)
 
 
 @jit
 def _noise_range(grad, std, key, t, m, rows, p0, p1):
     T = grad.dtype.type
-    base = np.uint64(t) * np.uint64(grad.shape[0])
     z = np.empty(p1 - p0, np.float64)
-    _normals_range(key, base, z, p0)
+    _normals_range(key, t, grad.shape[0], z, p0)
     noise_scale = std / m
     rescale = T(m / rows) if rows > 0.0 else T(1.0)
     g = grad[p0:p1]
@@ -176,7 +185,7 @@ def _rescale_into(grad, c):
 
 @jit
 def _normals_into(key, t, out):
-    _normals_range(key, np.uint64(t) * np.uint64(out.shape[0]), out, FIRST)
+    _normals_range(key, t, out.shape[0], out, FIRST)
 
 
 def gaussian_noise(key, t, n):

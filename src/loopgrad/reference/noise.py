@@ -1,14 +1,18 @@
 """DP-SGD's counter-based Gaussian noise in vector form (twin of ``loopgrad.kernels.noise``).
 
-The same words and the same ziggurat, over all parameters at once: the fast path for every
-counter in one expression, then the few draws that miss it, again all at once, round by round.
+The same words and the same ziggurat: the words and the fast path for every parameter at once,
+then the few draws that miss it one by one, with the kernel's scalar arithmetic.
 """
+import math
+
 import numpy as np
 
 from .. import _checks
-from ..tables import GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, SIGNED_UNIT, TO_UNIT, ZIG_R, ZIG_RATIO, ZIG_X
+from ..tables import (GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, HALF_SIGNED_UNIT, TO_UNIT, ZIG_F, ZIG_FAST,
+                      ZIG_LAYERS, ZIG_R)
 
 _D_STEP = np.uint64(0xD1B54A32D192ED03)
+_LOW_HALF = np.uint64(0xFFFFFFFF)
 
 
 def _mix(z):
@@ -18,7 +22,7 @@ def _mix(z):
 
 
 def _word(key, c, d):
-    """Word ``d`` of the counters ``c`` (arrays throughout: NumPy wraps uint64 arrays silently)."""
+    """Word ``d`` of the counters ``c`` (uint64 arrays throughout: NumPy wraps them silently)."""
     k = np.array([key], np.uint64)
     if d:
         k = _mix(k ^ (np.array([d], np.uint64) * _D_STEP))
@@ -29,44 +33,47 @@ def _unit(w):
     return ((w >> np.uint64(11)).astype(np.float64) + 1.0) * TO_UNIT
 
 
-def _normals(key, counters):
-    """Standard normal deviates for the uint64 ``counters``, the kernel's ziggurat drawn per array."""
-    key = np.uint64(key)
-    c = np.asarray(counters, np.uint64)
-    out = np.empty(c.shape, np.float64)
-    todo = np.arange(c.size)
-    w = _word(key, c, 0)
-    d = np.zeros(c.size, np.int64)
-    while todo.size:
-        u = (w >> np.uint64(12)).astype(np.float64) * SIGNED_UNIT - 1.0
-        i = (w & np.uint64(127)).astype(np.int64)
-        inside = np.abs(u) < ZIG_RATIO[i]
-        out[todo[inside]] = u[inside] * ZIG_X[i[inside]]
-        tail = ~inside & (i == 0)
-        for j in np.flatnonzero(tail):  # about 1 draw in 4000
-            out[todo[j]] = _tail(key, c[todo[j]], d[todo[j]], u[j] < 0.0)
-        wedge = ~inside & (i > 0)
-        x = u[wedge] * ZIG_X[i[wedge]]
-        f0 = np.exp(-0.5 * (ZIG_X[i[wedge]] ** 2 - x * x))
-        f1 = np.exp(-0.5 * (ZIG_X[i[wedge] + 1] ** 2 - x * x))
-        rows = todo[wedge]
-        d[rows] += 1
-        accept = f1 + np.array([_unit(_word(key, c[r:r + 1], d[r]))[0] for r in rows]) * (f0 - f1) < 1.0
-        out[rows[accept]] = x[accept]
-        todo = rows[~accept]
-        d[todo] += 1
-        w = np.array([_word(key, c[r:r + 1], d[r])[0] for r in todo], np.uint64)
+def _half_unit(h):
+    return (h >> np.uint64(8)).astype(np.float64) * HALF_SIGNED_UNIT - 1.0
+
+
+def _normals(key, t, P, p):
+    """Standard normal deviates of the parameters ``p`` (int array) of a block of ``P`` at step ``t``."""
+    # 1-element arrays, which wrap silently where scalar uint64 products would warn
+    key, t, P = np.uint64(key), np.array([t], np.uint64), np.array([P], np.uint64)
+    p = np.asarray(p, np.uint64)
+    w = _word(key, t * ((P + np.uint64(1)) // np.uint64(2)) + (p >> np.uint64(1)), 0)
+    h = np.where(p & np.uint64(1), w >> np.uint64(32), w & _LOW_HALF)
+    u = _half_unit(h)
+    i = (h & np.uint64(ZIG_LAYERS - 1)).astype(np.int64)
+    out = u * ZIG_FAST[i, 0]
+    for q in np.flatnonzero(~(np.abs(u) < ZIG_FAST[i, 1])):  # about 1.5% of draws
+        out[q] = _slow_normal(key, t * P + p[q:q + 1], h[q])
     return out
 
 
-def _tail(key, c, d, negative):
+def _slow_normal(key, c, h):
+    """The kernel's slow path for one draw: counter ``c`` (1,) uint64, failed half-word ``h``."""
+    d = 0
     while True:
+        u = _half_unit(np.array([h], np.uint64))[0]
+        i = int(h & np.uint64(ZIG_LAYERS - 1))
+        if abs(u) < ZIG_FAST[i, 1]:
+            return u * ZIG_FAST[i, 0]
+        if i == 0:
+            while True:
+                d += 1
+                x = math.log(_unit(_word(key, c, d))[0]) / ZIG_R
+                d += 1
+                y = math.log(_unit(_word(key, c, d))[0])
+                if -2.0 * y >= x * x:
+                    return x - ZIG_R if u < 0.0 else ZIG_R - x
+        x = u * ZIG_FAST[i, 0]
         d += 1
-        x = np.log(_unit(_word(key, np.asarray([c]), d)))[0] / ZIG_R
+        if ZIG_F[i + 1] + _unit(_word(key, c, d))[0] * (ZIG_F[i] - ZIG_F[i + 1]) < math.exp(-0.5 * x * x):
+            return x
         d += 1
-        y = np.log(_unit(_word(key, np.asarray([c]), d)))[0]
-        if -2.0 * y >= x * x:
-            return x - ZIG_R if negative else ZIG_R - x
+        h = _word(key, c, d)[0] & _LOW_HALF
 
 
 def gaussian_noise(key, t, n):
@@ -74,7 +81,7 @@ def gaussian_noise(key, t, n):
     key = _checks.integer("key", key, 0, 2 ** 53 - 1)
     t = _checks.integer("t", t, 0, 2 ** 53 - 1)
     n = _checks.integer("n", n, 0)
-    return _normals(key, np.array([t], np.uint64) * np.uint64(n) + np.arange(n, dtype=np.uint64))
+    return _normals(key, t, n, np.arange(n))
 
 
 def _add_noise(grad, std, key, t, m, rows):
