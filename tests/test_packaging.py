@@ -101,3 +101,22 @@ def test_runs_from_a_read_only_install(tmp_path):
     assert str(site) in out.stdout
     assert not list(site.rglob("*.nbi"))  # nothing was written into the install
     assert list((tmp_path / "user-cache").rglob("*.nbi"))
+
+
+def test_import_is_light_and_names_load_on_first_use():
+    """``import loopgrad`` (and the command's parser: --help, --version) brings NumPy, not numba (about
+    half a second here) nor scikit-learn; the first use of a name that needs the loops imports them, and every documented name resolves."""
+    code = ("import sys, loopgrad, loopgrad.cli\n"
+            "loopgrad.cli.build_parser()\n"
+            "light = not any(m in sys.modules for m in ('numba', 'sklearn', 'scipy', 'matplotlib', 'loopgrad.model'))\n"
+            "names = [getattr(loopgrad, n) for n in loopgrad.__all__]\n"
+            "print(light, 'numba' in sys.modules, callable(loopgrad.gradcheck), loopgrad.kernels.__name__,\n"
+            "      sorted(set(loopgrad.__all__) - set(dir(loopgrad))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "True", "loopgrad.kernels", "[]"], out
+    try:
+        loopgrad.no_such_name
+    except AttributeError as e:
+        assert "no_such_name" in str(e)
+    else:
+        raise AssertionError("an unknown attribute must raise AttributeError")

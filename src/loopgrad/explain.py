@@ -11,9 +11,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels, reference
-from .kernels import col as kernels_col
-from .reference import col as reference_col
 
 
 @dataclass
@@ -34,8 +31,19 @@ class Step:
 
 
 class _Row:
+    """The row convention's loops (K) and twins (R), imported when first walked: the ``loopgrad``
+    command builds its parser from this module and should not import numba to print its help."""
     name = "row"
-    K, R = kernels, reference
+
+    @property
+    def K(self):
+        from . import kernels
+        return kernels
+
+    @property
+    def R(self):
+        from . import reference
+        return reference
 
     @staticmethod
     def data(x):
@@ -105,7 +113,16 @@ class _Row:
 
 class _Col(_Row):
     name = "col"
-    K, R = kernels_col, reference_col
+
+    @property
+    def K(self):
+        from .kernels import col
+        return col
+
+    @property
+    def R(self):
+        from .reference import col
+        return col
 
     @staticmethod
     def data(x):
@@ -308,8 +325,9 @@ def _n2_step(c, model, L, top, norms):
 def _transposition_step(model, X):
     """The same numbers in both conventions: the row loops' Z[1] beside the column loops' Z[1], transposed."""
     (W, b), = model.params[:1]
-    Z_row = kernels.dense_forward(X, W, b)
-    Z_col = kernels_col.dense_forward(np.ascontiguousarray(X.T), np.ascontiguousarray(W.T), b)
+    row, col = CONVENTIONS["row"].K, CONVENTIONS["col"].K
+    Z_row = row.dense_forward(X, W, b)
+    Z_col = col.dense_forward(np.ascontiguousarray(X.T), np.ascontiguousarray(W.T), b)
     notes = ("row: X (m, n_0), W (n_0, n_1), Z = X @ W + b;  column: X.T (n_0, m), W.T (n_1, n_0),",
              "Z_col = W.T @ X.T + b[:, None] = (X @ W + b).T: every column quantity is its row twin transposed")
     return Step("T", "row <-> column convention, layer 1", "Z_col[j,i] = Z[i,j]", "Z_col = Z.T", str(Z_row.shape),
