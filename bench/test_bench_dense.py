@@ -46,3 +46,35 @@ def test_dense(benchmark, kernel, impl, size, dtype, rng):
         run = lambda: fn(A, W, b, dZ, out, scratch)  # noqa: E731
     assert np.abs(got - expect).max() <= _tol(dtype, n_terms(m, n_in, n_out)) * max(1.0, np.abs(expect).max())
     benchmark(run)
+
+
+@pytest.mark.small
+@pytest.mark.parametrize("company", ["alone", "after-numpy-product", "after-numpy-product-blas-1-thread"])
+def test_dense_in_company(benchmark, company, rng):
+    """F1 at 256 x 784 x 256, float32, timed right after a NumPy product of the same size (untimed,
+    in pedantic's setup) or with none. OpenBLAS's workers spin for a while after a product (about
+    2^28 cycles by default), and on 2 cores they then take a core from the loops' second thread;
+    limiting NumPy's BLAS to one thread (threadpoolctl, as the README describes) leaves nobody spinning.
+    PyTorch's pool joins in where PyTorch is installed (conftest imports it with 2 threads)."""
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    m, n_in, n_out = 256, 784, 256
+    loops, numpy, _, out_shape, n_terms = KERNELS["forward"]
+    A, W, b, dZ = _data(rng, m, n_in, n_out, np.dtype("float32"))
+    scratch = product_scratch(m, n_in, n_out, np.float32)
+    out, expect = np.empty((m, n_out), np.float32), np.empty((m, n_out), np.float32)
+    numpy(A, W, b, dZ, expect, scratch)
+    benchmark.group = "dense forward F1 float32 256x784x256 in company of NumPy's BLAS"
+    limit = threadpool_limits(1, user_api="blas") if company.endswith("1-thread") else contextlib.nullcontext()
+
+    def setup():
+        if company != "alone":
+            np.matmul(A, W, out=scratch_product)
+
+    scratch_product = np.empty((m, n_out), np.float32)
+    with limit:
+        loops(A, W, b, dZ, out, scratch)
+        assert np.abs(out - A @ W - b).max() <= _tol(np.float32, n_terms(m, n_in, n_out)) * np.abs(out).max()
+        benchmark.pedantic(lambda: loops(A, W, b, dZ, out, scratch), setup=setup, rounds=200, warmup_rounds=5)
