@@ -97,48 +97,57 @@ def _slow_normal(key, c, h, zig_fast, zig_f):
 
 
 @jit
+def _normals_chunk(key, t, P, first, z, halves, zig_fast, zig_f):
+    """z[q] = the deviate of parameter first + q at step t, for a block of P parameters (z at most
+    NOISE_CHUNK long, so that it and ``halves`` stay in L1): the words, then the fast path for
+    every draw (misses marked NaN, which no fast-path deviate is), then the misses by the slow path."""
+    n = z.shape[0]
+    odd = first & 1
+    # SplitMix64: its state advances by GAMMA per counter; word 0 is the mixed state
+    c = key + (np.uint64(t) * np.uint64((P + 1) // 2) + np.uint64(first >> 1)) * GAMMA
+    for j in range((odd + n + 1) >> 1):
+        w = _mix(c)
+        c += GAMMA
+        halves[2 * j] = np.uint32(w & _LOW_HALF)
+        halves[2 * j + 1] = np.uint32(w >> _S32)
+    h = halves[odd:odd + n]
+    for q in range(n):
+        u = _half_unit(h[q])
+        i = h[q] & _LAYER_MASK
+        # z = u x_i inside layer i's rectangle
+        z[q] = u * zig_fast[i, 0] if abs(u) < zig_fast[i, 1] else np.nan
+    for q in range(n):
+        if z[q] != z[q]:
+            z[q] = _slow_normal(key, np.uint64(t) * np.uint64(P) + np.uint64(first + q), h[q], zig_fast, zig_f)
+
+
+@jit
 def _normals_range(key, t, P, z, p0):
-    """z[q] = the deviate of parameter p0 + q at step t, for a block of P parameters, in chunks that
-    stay in L1: the words, then the fast path for every draw (misses marked NaN, which no fast-path
-    deviate is), then the misses by the slow path."""
+    """z[q] = the deviate of parameter p0 + q at step t, for a block of P parameters."""
     halves = np.empty(NOISE_CHUNK + 2, np.uint32)
     # the tables as ordinary arrays: indexing numba's frozen global constants measured ~1 ns slower a draw
     zig_fast, zig_f = ZIG_FAST.copy(), ZIG_F.copy()
-    step_words = np.uint64(t) * np.uint64((P + 1) // 2)
-    step_counters = np.uint64(t) * np.uint64(P)
     for c0 in range(0, z.shape[0], NOISE_CHUNK):
-        n = min(NOISE_CHUNK, z.shape[0] - c0)
-        first = p0 + c0
-        odd = first & 1
-        # SplitMix64: its state advances by GAMMA per counter; word 0 is the mixed state
-        c = key + (step_words + np.uint64(first >> 1)) * GAMMA
-        for j in range((odd + n + 1) >> 1):
-            w = _mix(c)
-            c += GAMMA
-            halves[2 * j] = np.uint32(w & _LOW_HALF)
-            halves[2 * j + 1] = np.uint32(w >> _S32)
-        h, zc = halves[odd:odd + n], z[c0:c0 + n]
-        for q in range(n):
-            u = _half_unit(h[q])
-            i = h[q] & _LAYER_MASK
-            # z = u x_i inside layer i's rectangle
-            zc[q] = u * zig_fast[i, 0] if abs(u) < zig_fast[i, 1] else np.nan
-        for q in range(n):
-            if zc[q] != zc[q]:
-                zc[q] = _slow_normal(key, step_counters + np.uint64(first + q), h[q], zig_fast, zig_f)
+        _normals_chunk(key, t, P, p0 + c0, z[c0:min(c0 + NOISE_CHUNK, z.shape[0])], halves, zig_fast, zig_f)
 
 
 @jit
 def _noise_range(grad, std, key, t, m, rows, p0, p1):
     T = grad.dtype.type
-    z = np.empty(p1 - p0, np.float64)
-    _normals_range(key, t, grad.shape[0], z, p0)
+    # scratch for one chunk (12 KiB with the tables), not for the whole range: small enough that
+    # malloc serves it from its free lists without touching fresh pages each step
+    z = np.empty(NOISE_CHUNK, np.float64)
+    halves = np.empty(NOISE_CHUNK + 2, np.uint32)
+    zig_fast, zig_f = ZIG_FAST.copy(), ZIG_F.copy()
     noise_scale = std / m
     rescale = T(m / rows) if rows > 0.0 else T(1.0)
-    g = grad[p0:p1]
-    for q in range(p1 - p0):
-        # g_p = (sum_i clip(g_p(i)) + std z_p(t)) / rows, given grad_p = sum_i clip(g_p(i)) / m
-        g[q] = (g[q] + T(noise_scale * z[q])) * rescale
+    for c0 in range(p0, p1, NOISE_CHUNK):
+        n = min(NOISE_CHUNK, p1 - c0)
+        zc, g = z[:n], grad[c0:c0 + n]
+        _normals_chunk(key, t, grad.shape[0], c0, zc, halves, zig_fast, zig_f)
+        for q in range(n):
+            # g_p = (sum_i clip(g_p(i)) + std z_p(t)) / rows, given grad_p = sum_i clip(g_p(i)) / m
+            g[q] = (g[q] + T(noise_scale * zc[q])) * rescale
 
 
 @jit(parallel=True)
