@@ -58,3 +58,29 @@ def test_compiled_tuned_kernels_are_seen_as_ready():
     import loopgrad as lg
     lg.MLP([2, 2], dtype="float64").warmup(4)
     assert tiers.tuned_ready("float64")
+
+
+def test_a_warm_up_running_elsewhere_is_waited_for_not_repeated(monkeypatch, tmp_path):
+    """A second cold run's own background warm-up steps aside (--if-free) when another process's
+    warm-up holds the lock; the run must keep training on the twin while that one compiles, not
+    conclude that nothing is coming and compile the tuned kernels itself (a minute on 2 cores)."""
+    import fcntl
+
+    from loopgrad.kernels import network
+    from loopgrad.reference import network as numpy_network
+
+    monkeypatch.delenv(tiers.ENV, raising=False)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tiers, "tuned_ready", lambda dtype: False)
+    stepped_aside = subprocess.Popen([sys.executable, "-c", "pass"])
+    stepped_aside.wait()
+    monkeypatch.setitem(tiers._state, "float32", stepped_aside)
+    with open(tiers.lock_path("float32"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other process's warm-up, compiling
+        assert tiers.warmup_running("float32")
+        assert tiers.loops_backend("float32") is numpy_network
+        assert tiers.loops_backend("float32") is numpy_network
+    # it ended and left nothing in the cache: compile here
+    assert not tiers.warmup_running("float32")
+    assert tiers.loops_backend("float32") is network
+    assert tiers._state["float32"] == "compile-here"

@@ -93,6 +93,20 @@ def warmup(dtype, wait=True):
         return time.perf_counter() - t0
 
 
+def warmup_running(dtype):
+    """True while some process's warm-up holds the lock for ``dtype`` (compiling into the shared cache)."""
+    import fcntl
+
+    try:
+        with open(lock_path(dtype), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _start_background(dtype):
     try:
         return subprocess.Popen([sys.executable, "-m", "loopgrad", "warmup", "--dtype", dtype, "--if-free"],
@@ -121,8 +135,15 @@ def loops_backend(dtype):
             return network
     if state.poll() is None:
         return numpy_network
-    # the background compile has ended: its kernels are in the cache, or it failed and they compile here
-    _state[dtype] = "tuned" if state.returncode == 0 and tuned_ready(dtype) else "compile-here"
+    # Our background warm-up has ended: its kernels are in the cache; or it stepped aside (--if-free)
+    # for another process's warm-up, still compiling, whose kernels land in the same cache, so keep
+    # the twin until that one ends; or it failed, and the kernels compile here.
+    if state.returncode == 0 and tuned_ready(dtype):
+        _state[dtype] = "tuned"
+        return network
+    if warmup_running(dtype):
+        return numpy_network
+    _state[dtype] = "tuned" if tuned_ready(dtype) else "compile-here"
     return network
 
 
