@@ -67,37 +67,6 @@ def test_noisy_mean_equals_its_twin(dtype, P, rows):
     assert np.allclose(loops, twin, rtol=2 * eps, atol=2 * eps)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("opt", [0, 1])  # SGD with momentum, Adam
-@pytest.mark.parametrize("P", [5000, 70_000])
-def test_noise_fused_with_the_update_equals_the_two_passes_and_the_twin(dtype, opt, P):
-    """From 2^16 parameters the noise and the update run fused, block by block, in one parallel loop:
-    the same arithmetic per parameter as the noise pass then the update pass (so the same bits), and
-    the twin's noisy mean then update (a few ulp: the update's multiply-adds round apart)."""
-    from loopgrad.kernels import optim as loop_optim
-    from loopgrad.reference import optim as numpy_optim
-    rng = np.random.default_rng(P + opt)
-    grad, theta = rng.normal(size=P).astype(dtype), rng.normal(size=P).astype(dtype)
-    state = np.abs(rng.normal(size=(2, P))).astype(dtype)
-    decay = (rng.random(P) < 0.9).astype(dtype)
-    hyper = np.zeros(lg.optim.N_HYPER)
-    hyper[[lg.optim.H_LR, lg.optim.H_MOMENTUM, lg.optim.H_BETA1, lg.optim.H_BETA2, lg.optim.H_EPS,
-           lg.optim.H_WEIGHT_DECAY, lg.optim.H_CLIP, lg.optim.H_NOISE_STD, lg.optim.H_NOISE_KEY]] = (
-        0.05, 0.9, 0.9, 0.999, 1e-8, 1e-3, 1.0, 0.8, 777)
-    no_row = np.zeros(0, dtype)
-    fused_theta, fused_state, g = theta.copy(), state.copy(), grad.copy()
-    loop_noise._dp_noisy_update_into(opt, fused_theta, g, fused_state, decay, hyper, 3, 32, no_row)
-    two_theta, two_state, g = theta.copy(), state.copy(), grad.copy()
-    loop_noise._dp_noise_into(g, no_row, hyper, 3, 32)
-    loop_optim._optimizer_update_into(opt, two_theta, g, two_state, decay, hyper, 3)
-    assert np.array_equal(fused_theta, two_theta) and np.array_equal(fused_state, two_state)
-    twin_theta, twin_state = numpy_optim.optimizer_update(
-        opt, theta, numpy_noise._dp_noise(grad, no_row, hyper, 3, 32), state, decay, hyper, 3)
-    eps = np.finfo(dtype).eps
-    assert np.allclose(fused_theta, twin_theta, rtol=8 * eps, atol=8 * eps)
-    assert np.allclose(fused_state, twin_state, rtol=8 * eps, atol=8 * eps)
-
-
 def _dp_fit(threads, **options):
     data = datasets.load("digits", dtype="float32")
     model = datasets.model_for(data, hidden=[32], dtype="float32")

@@ -15,7 +15,7 @@ from ..layout import ACT
 from ..tables import H_CLIP
 from .dense import _bias_grad_into, _dense_act_forward_into, _input_grad_act_into, _per_example_sq_norms_into, _weight_grad_into
 from .losses import _loss_rows_into, _mean, _output_delta_into
-from .noise import _dp_noisy_update_into
+from .noise import _dp_noise_into
 from .sparse import _sparse_forward_into, _sparse_weight_grad_into
 from .optim import _optimizer_update_into
 
@@ -166,15 +166,14 @@ def gradients_sparse_into(net, buf, m, data, indices, indptr):
 @jit(inline=True)
 def train_step_into(net, buf, m, update, t, noise):
     """One mini-batch, fused: ``forward_into`` (F1-F3), ``gradients_into`` (B8, B6, B2, B3; N1, N2
-    when the optimizer clips), for DP-SGD the noisy mean (the counter-based noise of step ``t``, or
-    the row ``noise`` (P,) when it is not empty) fused with the update (``noise._dp_noisy_update_into``),
-    else the update of ``net.theta`` in place at step ``t``. Returns J of the batch before the update."""
+    when the optimizer clips), for DP-SGD the noisy mean (``noise._dp_noise_into``: the
+    counter-based noise of step ``t``, or the row ``noise`` (P,) when it is not empty), then the
+    update of ``net.theta`` in place at step ``t``. Returns J of the batch before the update."""
     forward_into(net, buf, m)
     J = gradients_into(net, buf, m, update.hyper[H_CLIP])
     if update.hyper[H_CLIP] > 0.0:
-        _dp_noisy_update_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, m, noise)
-    else:
-        _optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t)
+        _dp_noise_into(net.grad, noise, update.hyper, t, m)
+    _optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t)
     return J
 
 

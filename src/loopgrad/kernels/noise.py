@@ -24,8 +24,7 @@ import numpy as np
 
 from .. import _checks
 from .._numba import FIRST, jit, prange
-# the parameter block's one fixed partition into tasks, and the update of a part of it
-from .optim import PARAM_BLOCK, SERIAL_PARAMS, _optimizer_range, _optimizer_update_into
+from .optim import PARAM_BLOCK, SERIAL_PARAMS  # the parameter block's one fixed partition into tasks
 from ..tables import (GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, HALF_SIGNED_UNIT, TO_UNIT, ZIG_F, ZIG_FAST,
                       ZIG_LAYERS, ZIG_R)
 
@@ -185,30 +184,6 @@ def _dp_noise_into(grad, noise_row, hyper, t, m):
         _add_noise_into(grad, hyper[H_NOISE_STD], np.uint64(hyper[H_NOISE_KEY]), t, m, rows)
     elif rows > 0.0:
         _rescale_into(grad, grad.dtype.type(m / rows))
-
-
-@jit(parallel=True)
-def _noisy_update_blocks(opt, theta, grad, state, decay, hyper, t, m):
-    P = grad.shape[0]
-    std, key, rows = hyper[H_NOISE_STD], np.uint64(hyper[H_NOISE_KEY]), hyper[H_MEAN_ROWS]
-    for blk in prange((P + PARAM_BLOCK - 1) // PARAM_BLOCK):
-        p0, p1 = blk * PARAM_BLOCK, min(P, (blk + 1) * PARAM_BLOCK)
-        _noise_range(grad, std, key, t, m, rows, p0, p1)
-        # the block's noisy gradient is still in cache: update it now, not in a second pass
-        _optimizer_range(opt, theta, grad, state, decay, hyper, t, p0, p1)
-
-
-@jit
-def _dp_noisy_update_into(opt, theta, grad, state, decay, hyper, t, m, noise_row):
-    """DP-SGD's step after N2: ``_dp_noise_into`` then the optimizer's update
-    (``optim._optimizer_update_into``), fused into one parallel loop over the parameter blocks when
-    the counter-based noise is drawn and the block is large (the same arithmetic per parameter, so
-    the same bits as the two passes)."""
-    if noise_row.shape[0] == 0 and hyper[H_NOISE_STD] > 0.0 and grad.shape[0] >= SERIAL_PARAMS:
-        _noisy_update_blocks(opt, theta, grad, state, decay, hyper, t, m)
-    else:
-        _dp_noise_into(grad, noise_row, hyper, t, m)
-        _optimizer_update_into(opt, theta, grad, state, decay, hyper, t)
 
 
 @jit
