@@ -276,6 +276,8 @@ def _rescue_save(model):
 def _cmd_warmup(args):
     from . import tiers
 
+    if args.nice:
+        os.nice(args.nice)
     for dtype in args.dtype:
         seconds = tiers.warmup(dtype, wait=not args.if_free)
         if seconds is None:
@@ -544,6 +546,8 @@ def build_parser():
                                    "(for deployments; a cold 'loopgrad train' starts one in the background).")
     w.add_argument("--dtype", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
     w.add_argument("--if-free", action="store_true", help="skip a dtype that another warm-up is compiling now")
+    w.add_argument("--nice", type=int, default=0, metavar="N",
+                   help="lower this process's priority by N first (a cold run's background warm-up uses 10)")
     w.set_defaults(func=_cmd_warmup)
 
     from . import bench_cli, explain

@@ -21,6 +21,7 @@ import time
 
 ENV = "LOOPGRAD_TIER"
 MODES = ("auto", "tuned")
+BACKGROUND_NICE = 10
 _state = {}  # dtype name -> "tuned" | subprocess.Popen of the background compile | "compile-here"
 
 
@@ -109,7 +110,9 @@ def warmup_running(dtype):
 
 def _start_background(dtype):
     try:
-        return subprocess.Popen([sys.executable, "-m", "loopgrad", "warmup", "--dtype", dtype, "--if-free"],
+        # at low priority: the run that started it, training on the twin meanwhile, keeps the cores
+        return subprocess.Popen([sys.executable, "-m", "loopgrad", "warmup", "--dtype", dtype, "--if-free",
+                                 "--nice", str(BACKGROUND_NICE)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, close_fds=True)
     except OSError:
