@@ -8,11 +8,14 @@ from ..tables import ADAM_CODE, H_BETA1, H_BETA2, H_EPS, H_LR, H_MOMENTUM, H_NES
 
 
 def sgd_update(theta, grad, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0, decay=None):
-    """``v = mu v + g``; ``theta -= lr (g + mu v if nesterov else v)``."""
+    """``v = mu v + g``; ``theta -= lr (g + mu v if nesterov else v)``; with momentum 0, ``theta -= lr g``
+    and the velocity unchanged."""
     decay = np.ones_like(theta) if decay is None else decay
     theta, grad, velocity, decay = _checks.param_blocks(theta, grad=grad, velocity=velocity, decay=decay)
     T = theta.dtype.type
-    g = grad + T(weight_decay) * decay * theta
+    g = grad if weight_decay == 0.0 else grad + T(weight_decay) * decay * theta
+    if momentum == 0.0:  # no velocity: read nor written
+        return theta - T(lr) * g, velocity
     velocity = T(momentum) * velocity + g
     return theta - T(lr) * (g + T(momentum) * velocity if nesterov else velocity), velocity
 
