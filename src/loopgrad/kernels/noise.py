@@ -11,9 +11,10 @@ which parameters, on 1 or 2 threads, and a step can be redrawn alone.
   layers. Each 64-bit word gives two draws, its low and high 32-bit halves: parameter ``p`` of a
   block of ``P`` takes half ``p mod 2`` of word ``d = 0`` of counter ``t ceil(P/2) + floor(p/2)``. A
   half's low 8 bits choose the layer and its high 24 bits a uniform in [-1, 1); about 98.5% of
-  draws take this fast path, where the deviate is one product (so fast-path deviates carry 24
-  random bits, float32's precision). The rest, the wedges and the tail, use 53-bit uniforms from
-  the words ``d = 1, 2, ...`` of the parameter's own counter ``t P + p``.
+  draws take this fast path, where the deviate is one product. The rest, the wedges and the tail,
+  draw further uniforms (53 bits each) from the words ``d = 1, 2, ...`` of the parameter's own
+  counter ``t P + p``: a wedge's height, a redrawn half-word, or the tail's two logarithms. So a
+  deviate carries 24 random bits (float32's precision) unless it lies in the tail beyond R = 3.65.
 
 These are not cryptographic draws: ``DPSGD(secure=True)`` draws from the operating system's
 CSPRNG instead (in NumPy, slower; see ``loopgrad.optim``).
