@@ -138,12 +138,10 @@ def loops_backend(dtype):
             return network
     if state.poll() is None:
         return numpy_network
-    # Our background warm-up has ended: its kernels are in the cache; or it stepped aside (--if-free)
-    # for another process's warm-up, still compiling, whose kernels land in the same cache, so keep
-    # the twin until that one ends; or it failed, and the kernels compile here.
-    if state.returncode == 0 and tuned_ready(dtype):
-        _state[dtype] = "tuned"
-        return network
+    # Our background warm-up has ended. It may have stepped aside (--if-free) for another process's
+    # warm-up, still compiling into the same cache: keep the twin until that one ends (a lock probe,
+    # not a read of the cache, at each epoch boundary). Then the kernels are in the cache, or no
+    # warm-up got them there and they compile here.
     if warmup_running(dtype):
         return numpy_network
     _state[dtype] = "tuned" if tuned_ready(dtype) else "compile-here"
