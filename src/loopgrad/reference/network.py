@@ -11,53 +11,46 @@ from .dense import per_example_sq_norms
 from .losses import LOSS
 from .noise import _dp_noise
 from .optim import optimizer_update
+from .sparse import _matrix
 
 
 def forward_into(net, buf, m):
     """F1-F3 per layer: ``Z = A_prev @ W + b``, ``A = g(Z)``."""
+    _dense_forward_from(net, buf, m, 1)
+
+
+def _dense_forward_from(net, buf, m, first):
     views = layout.layer_views(buf, m)
-    for l, (W, b) in enumerate(layout.param_views(net.theta, net.layers), start=1):
+    for l, (W, b) in enumerate(layout.param_views(net.theta, net.layers)[first - 1:], start=first):
         Z, A, _ = views[l]
         Z[...] = views[l - 1][1] @ W + b
         A[...] = activation_forward(ACTIVATIONS[net.layers[l - 1, layout.ACT]], Z)
-
-
-def _csr(data, indices, indptr, n_in):
-    from scipy.sparse import csr_matrix
-    return csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, n_in))
 
 
 def forward_sparse_into(net, buf, m, data, indices, indptr):
     """F1 for a CSR input on layer 1 (``A @ W + b`` by scipy), then F1-F3 dense for l = 2..L."""
-    views = layout.layer_views(buf, m)
-    params = layout.param_views(net.theta, net.layers)
-    W, b = params[0]
-    Z, A, _ = views[1]
-    Z[...] = _csr(data, indices, indptr, W.shape[0]) @ W + b
+    W, b = layout.param_views(net.theta, net.layers)[0]
+    Z, A, _ = layout.layer_views(buf, m)[1]
+    Z[...] = _matrix(data, indices, indptr, W.shape[0]) @ W + b
     A[...] = activation_forward(ACTIVATIONS[net.layers[0, layout.ACT]], Z)
-    for l, (W, b) in enumerate(params[1:], start=2):
-        Z, A, _ = views[l]
-        Z[...] = views[l - 1][1] @ W + b
-        A[...] = activation_forward(ACTIVATIONS[net.layers[l - 1, layout.ACT]], Z)
+    _dense_forward_from(net, buf, m, 2)
 
 
 def gradients_sparse_into(net, buf, m, data, indices, indptr):
     """B8, B6, then B2 of layer 1 as ``A.T @ dZ / m`` on the CSR input, the rest dense; returns J."""
     J, pairs = _deltas(net, buf, m)
-    grads = layout.param_views(net.grad, net.layers)
+    (dW, db), = layout.param_views(net.grad, net.layers)[:1]
     dZ1 = pairs[0][1]
     T = net.theta.dtype.type
-    grads[0][0][...] = _csr(data, indices, indptr, grads[0][0].shape[0]).T @ dZ1 / T(m)
-    grads[0][1][...] = dZ1.sum(axis=0) / T(m)
-    for (dW, db), (A_prev, dZ) in zip(grads[1:], pairs[1:]):
-        dW[...] = A_prev.T @ dZ / T(m)
-        db[...] = dZ.sum(axis=0) / T(m)
+    dW[...] = _matrix(data, indices, indptr, dW.shape[0]).T @ dZ1 / T(m)
+    db[...] = dZ1.sum(axis=0) / T(m)
+    _dense_grads_from(net, m, pairs, 2)
     return J
 
 
 def train_epoch_sparse_into(net, buf, data, indices, indptr, Y, W, order, batch_size, update, t0, stop):
     """Epochs of fused steps on a CSR X: each batch's rows taken from the CSR arrays; returns (sum m_b J_b, batches)."""
-    X = _csr(data, indices, indptr, int(net.layers[0, layout.N_IN]))
+    X = _matrix(data, indices, indptr, int(net.layers[0, layout.N_IN]))
     total, k = 0.0, 0
     for k, start in enumerate(range(0, order.shape[0], batch_size)):
         if stop[0] != 0:
@@ -109,11 +102,16 @@ def gradients_into(net, buf, m, clip_norm):
         c = np.where(norms <= clip_norm, 1.0, clip_norm / np.maximum(norms, 1e-300)).astype(net.theta.dtype)
         for _, dZ in pairs:
             dZ *= c[:, None]
-    inv_m = net.theta.dtype.type(m)
-    for (dW, db), (A_prev, dZ) in zip(layout.param_views(net.grad, net.layers), pairs):
-        dW[...] = A_prev.T @ dZ / inv_m
-        db[...] = dZ.sum(axis=0) / inv_m
+    _dense_grads_from(net, m, pairs, 1)
     return J
+
+
+def _dense_grads_from(net, m, pairs, first):
+    """B2, B3 for l = first..L from the (A[l-1], dZ[l]) pairs of ``_deltas``."""
+    T = net.theta.dtype.type
+    for (dW, db), (A_prev, dZ) in zip(layout.param_views(net.grad, net.layers)[first - 1:], pairs[first - 1:]):
+        dW[...] = A_prev.T @ dZ / T(m)
+        db[...] = dZ.sum(axis=0) / T(m)
 
 
 def train_step_into(net, buf, m, update, t, noise):
