@@ -55,11 +55,18 @@ H_LR, H_MOMENTUM, H_NESTEROV, H_BETA1, H_BETA2, H_EPS, H_WEIGHT_DECAY, H_CLIP, H
 N_HYPER = 11
 
 
-def ziggurat_tables(layers=256, r=3.6541528853610088, v=4.92867323399e-3):
-    """Doornik's (2005) ziggurat of ``layers`` equal-area layers under the normal density (the
-    constants are Marsaglia and Tsang's for 256 layers): the layers' right edges ``x`` (layers + 1,),
-    the density at them ``f = exp(-x^2 / 2)``, and the ratios ``x[i + 1] / x[i]`` below which a point
-    of layer i lies inside the rectangle under the next layer (the fast path)."""
+# Marsaglia and Tsang's 256-layer ziggurat: the tail start R and each layer's area V. A draw's layer
+# is the low ZIG_BITS bits of a 32-bit half-word, its uniform the rest.
+ZIG_BITS = 8
+ZIG_LAYERS = 1 << ZIG_BITS
+ZIG_R, ZIG_V = 3.6541528853610088, 4.92867323399e-3
+
+
+def ziggurat_tables(layers=ZIG_LAYERS, r=ZIG_R, v=ZIG_V):
+    """Doornik's (2005) ziggurat of ``layers`` equal-area layers under the normal density: the
+    layers' right edges ``x`` (layers + 1,), the density at them ``f = exp(-x^2 / 2)``, and the
+    ratios ``x[i + 1] / x[i]`` below which a point of layer i lies inside the rectangle under the
+    next layer (the fast path)."""
     x = np.empty(layers + 1)
     f = math.exp(-0.5 * r * r)
     x[0], x[1] = v / f, r
@@ -70,13 +77,11 @@ def ziggurat_tables(layers=256, r=3.6541528853610088, v=4.92867323399e-3):
     return x, np.exp(-0.5 * x * x), x[1:] / x[:-1]
 
 
-ZIG_LAYERS = 256
-ZIG_R = 3.6541528853610088
-ZIG_X, ZIG_F, ZIG_RATIO = ziggurat_tables(ZIG_LAYERS, ZIG_R)
+ZIG_X, ZIG_F, ZIG_RATIO = ziggurat_tables()
 # The fast path's two lookups side by side, so that a draw touches one cache line: (x[i], x[i+1] / x[i]).
 ZIG_FAST = np.ascontiguousarray(np.stack([ZIG_X[:ZIG_LAYERS], ZIG_RATIO], axis=1))
 # SplitMix64's increment (the golden ratio in 64 bits); the scale of 53 bits to (0, 1]; and of a
-# half-word's 24 high bits to [-1, 1)
+# half-word's 32 - ZIG_BITS high bits to [-1, 1)
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 TO_UNIT = 2.0 ** -53
-HALF_SIGNED_UNIT = 2.0 ** -23
+HALF_SIGNED_UNIT = 2.0 ** -(31 - ZIG_BITS)

@@ -27,13 +27,13 @@ from .. import _checks
 from .._numba import FIRST, jit, prange
 from .optim import PARAM_BLOCK, SERIAL_PARAMS  # the parameter block's one fixed partition into tasks
 from ..tables import (GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, HALF_SIGNED_UNIT, TO_UNIT, ZIG_F, ZIG_FAST,
-                      ZIG_LAYERS, ZIG_R)
+                      ZIG_BITS, ZIG_LAYERS, ZIG_R)
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11), np.uint64(32)
 _D_STEP = np.uint64(0xD1B54A32D192ED03)
 _LOW_HALF = np.uint64(0xFFFFFFFF)
-_S8, _LAYER_MASK = np.uint32(8), np.uint32(ZIG_LAYERS - 1)
+_LAYER_BITS, _LAYER_MASK = np.uint32(ZIG_BITS), np.uint32(ZIG_LAYERS - 1)
 # Deviates drawn per round of _normals_range: its scratch (12 KiB with the caller's) stays in L1.
 NOISE_CHUNK = 1024
 
@@ -64,7 +64,7 @@ def _unit(w):
 def _half_unit(h):
     # the fast path's uniform in [-1, 1): a half-word's high 24 bits as k 2^-23 - 1, exact in
     # float64 (its low 8 bits choose the layer)
-    return float(np.int32(h >> _S8)) * HALF_SIGNED_UNIT - 1.0
+    return float(np.int32(h >> _LAYER_BITS)) * HALF_SIGNED_UNIT - 1.0
 
 
 @jit

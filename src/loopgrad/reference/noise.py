@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _checks
 from ..tables import (GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, HALF_SIGNED_UNIT, TO_UNIT, ZIG_F, ZIG_FAST,
-                      ZIG_LAYERS, ZIG_R)
+                      ZIG_BITS, ZIG_LAYERS, ZIG_R)
 
 _D_STEP = np.uint64(0xD1B54A32D192ED03)
 _LOW_HALF = np.uint64(0xFFFFFFFF)
@@ -34,7 +34,7 @@ def _unit(w):
 
 
 def _half_unit(h):
-    return (h >> np.uint64(8)).astype(np.float64) * HALF_SIGNED_UNIT - 1.0
+    return (h >> np.uint64(ZIG_BITS)).astype(np.float64) * HALF_SIGNED_UNIT - 1.0
 
 
 def _normals(key, t, P, p):
