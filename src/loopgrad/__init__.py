@@ -8,17 +8,16 @@ kernels) is imported when the first name that needs it is used (``MLP``, ``Histo
 ``gradcheck``, or a submodule such as ``loopgrad.kernels``), not before.
 """
 import importlib
+import pkgutil
 
 from .optim import DPSGD, SGD, Adam
 
 __version__ = "0.1.0"
 __all__ = ["MLP", "History", "SGD", "Adam", "DPSGD", "gradcheck"]
 
-# names imported on first use, and the module each comes from
+# names imported on first use, and the module each comes from; and the public submodules
 _LAZY = {"MLP": "model", "History": "model", "gradcheck": "gradcheck"}
-_SUBMODULES = frozenset({
-    "cli", "datasets", "distributed", "explain", "io", "kernels", "layout", "model", "plots",
-    "reference", "sklearn", "tables", "tabular", "tiers", "twins"})
+_SUBMODULES = frozenset(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def __getattr__(name):
