@@ -29,15 +29,20 @@ Set ``NUMBA_DISABLE_JIT=1`` to run every kernel as plain Python (for coverage of
 loop bodies); ``prange`` then is ``range``.
 """
 import functools
-import hashlib
 import os
-import pathlib
 import warnings
 
 import numpy as np
 from numba import config, njit, prange  # noqa: F401  (prange re-exported for the kernels)
 
-if not config.DISABLE_JIT:
+from ._stamp import source_stamp  # noqa: F401  (the cache's staleness key; also read by _aot)
+
+# Set in the process that builds loopgrad's ahead-of-time module (``loopgrad._aot``): every kernel
+# compiles serial (prange is range; the fixed partition into blocks is kept, so the results are the
+# same bits) and nothing is read from or written to numba's cache, whose entries are parallel code.
+AOT_BUILD = os.environ.get("LOOPGRAD_AOT_BUILD") == "1"
+
+if not config.DISABLE_JIT and not AOT_BUILD:
     # A serial kernel loaded from the disk cache that calls a parallel one needs the
     # parallel runtime's symbols (allocate_sched, ...) already registered; they are only
     # registered once the thread pool starts, so start it before any kernel loads.
@@ -83,17 +88,6 @@ FIRST = np.int64(0)
 OVERWRITE = np.bool_(False)
 
 _OPTIONS = dict(cache=True, fastmath=set(FASTMATH), error_model="numpy", nogil=True)
-
-_PACKAGE = pathlib.Path(__file__).parent
-
-
-def source_stamp(package=_PACKAGE):
-    """A hash of every file compiled kernel code is built from: kernels/, layout, tables, this file."""
-    digest = hashlib.sha256()
-    for path in sorted([*package.glob("kernels/*.py"), *(package / n for n in ("layout.py", "tables.py", "_numba.py"))]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
 
 class CacheWarning(UserWarning):
     """loopgrad's kernel cache could not be read or written; the kernels still run (compiled anew)."""
@@ -175,16 +169,32 @@ except Exception:  # noqa: BLE001 - numba's caching internals moved: keep numba'
 
 def jit(fn=None, *, parallel=False, inline=False):
     """Compile ``fn`` with loopgrad's options; ``parallel`` enables ``prange``."""
-    options = dict(_OPTIONS, parallel=parallel)
+    options = dict(_OPTIONS, parallel=parallel and not AOT_BUILD)
+    if AOT_BUILD:
+        options["cache"] = False
     if inline:
         options["inline"] = "always"
 
     def compile_(f):
         dispatcher = njit(**options)(f)
-        if _KERNEL_CACHE is not None and not config.DISABLE_JIT:
+        if _KERNEL_CACHE is not None and not config.DISABLE_JIT and not AOT_BUILD:
             try:
                 dispatcher._cache = _KERNEL_CACHE(dispatcher.py_func)
             except Exception:  # noqa: BLE001 - e.g. no writable cache location: numba's own handling
                 pass
         return dispatcher
     return compile_ if fn is None else compile_(fn)
+
+
+def _compile_layout():
+    """Compile ``layout``'s views for compiled code in place (they are plain functions until now, so
+    that ``layout`` imports without numba)."""
+    from . import layout
+
+    for name in layout.COMPILED:
+        fn = getattr(layout, name)
+        if not hasattr(fn, "py_func"):
+            setattr(layout, name, jit(fn))
+
+
+_compile_layout()

@@ -197,15 +197,19 @@ def first_step_seconds(dtype, cache_dir, tier="tuned"):
     return float(out.stdout.split()[-1])
 
 
-def main_job_seconds(cache_dir):
-    """Wall seconds of the main job ``loopgrad train --data digits`` in a new process, as a user runs it."""
+def main_job_seconds(cache_dir, aot=True):
+    """Wall seconds of the main job ``loopgrad train --data digits`` in a new process, as a user runs it
+    (``aot`` False: without the ahead-of-time module, through numba's cache)."""
     import subprocess
     import sys
     import time
 
+    env = _env(cache_dir, None)
+    if not aot:
+        env["LOOPGRAD_AOT"] = "0"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "loopgrad", "train", "--data", "digits", "--quiet"],
-                   env=_env(cache_dir, None), capture_output=True, check=True)
+    subprocess.run([sys.executable, "-m", "loopgrad", "train", "--data", "digits", "--quiet"], env=env,
+                   capture_output=True, check=True)
     return time.perf_counter() - t0
 
 
@@ -223,7 +227,9 @@ def import_seconds(runs=3):
 def compile_times(dtype="float32"):
     """Fresh processes on an empty kernel cache: the main job cold (NumPy twin while the tuned kernels
     compile in the background), then warm (after that compile); and the tuned kernels compiled in
-    the process itself: the first training step cold, then warm. Returns a dict of seconds."""
+    the process itself: the first training step cold, then warm. Returns a dict of seconds (warm main
+    jobs: the median of 3 new processes)."""
+    import statistics
     import subprocess
     import sys
     import tempfile
@@ -233,7 +239,10 @@ def compile_times(dtype="float32"):
         out["main job, cold cache"] = main_job_seconds(cache)
         subprocess.run([sys.executable, "-m", "loopgrad", "warmup", "--dtype", "float32"], env=_env(cache, None),
                        capture_output=True, check=True)
-        out["main job, warm cache"] = main_job_seconds(cache)
+        # a blocking warm-up queues behind the background one, then builds the ahead-of-time module
+        out["main job, warm cache"] = statistics.median(main_job_seconds(cache) for _ in range(3))
+        out["main job, warm cache, numba only (LOOPGRAD_AOT=0)"] = statistics.median(
+            main_job_seconds(cache, aot=False) for _ in range(3))
     with tempfile.TemporaryDirectory() as cache:
         out[f"first {dtype} step, tuned kernels compiled in the process"] = first_step_seconds(dtype, cache)
         out[f"first {dtype} step, tuned kernels from the cache"] = first_step_seconds(dtype, cache)

@@ -39,6 +39,8 @@ def _cmd_check(args):
 def _print_compile_note(model, batch_size, backend):
     from . import tiers
 
+    if backend == "loops" and tiers.aot_backend(model.dtype.name, model.n_params) is not None:
+        return  # the ahead-of-time module: nothing to compile or load from numba's cache
     note = tiers.describe(model.dtype.name) if backend == "loops" else None
     if note:
         print(note, flush=True)
@@ -283,7 +285,17 @@ def _cmd_warmup(args):
         if seconds is None:
             print(f"{dtype}: another warm-up is compiling these kernels now; skipped")
         else:
-            print(f"{dtype}: tuned kernels ready in {seconds:.1f} s (numba's disk cache)")
+            print(f"{dtype}: tuned kernels ready in {seconds:.1f} s (numba's disk cache)", flush=True)
+        if args.no_aot or not tiers.aot_enabled():
+            continue
+        done = tiers.build_aot(dtype, wait=not args.if_free)
+        if done is None:
+            print(f"{dtype}: another warm-up is building the ahead-of-time module now; skipped")
+        elif done[1] is None:
+            print(f"{dtype}: the ahead-of-time module could not be built (numba's pycc needs a C compiler and "
+                  f"setuptools); small networks load the tuned kernels through numba instead")
+        else:
+            print(f"{dtype}: ahead-of-time module for small networks ready in {done[0]:.1f} s ({done[1]})")
     return 0
 
 
@@ -543,7 +555,10 @@ def build_parser():
     w = sub.add_parser("warmup", help="compile the tuned loop kernels into numba's disk cache now",
                        description="Compile (or load) the tuned kernels that fit, predict and gradients run, "
                                    "for each dtype, into numba's disk cache, so that no later run waits for them "
-                                   "(for deployments; a cold 'loopgrad train' starts one in the background).")
+                                   "(for deployments; a cold 'loopgrad train' starts one in the background). Then "
+                                   "build the same kernels, serial, as an extension module that small networks run on "
+                                   "without loading numba (a C compiler is needed).")
+    w.add_argument("--no-aot", action="store_true", help="only numba's cache, no ahead-of-time module")
     w.add_argument("--dtype", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
     w.add_argument("--if-free", action="store_true", help="skip a dtype that another warm-up is compiling now")
     w.add_argument("--nice", type=int, default=0, metavar="N",

@@ -22,8 +22,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._numba import jit
-
 # columns of the parameter table ``layers`` (one row per layer l = 1..L)
 N_IN, N_OUT, W_OFF, B_OFF, ACT = range(5)
 # columns of the work table ``slots`` (one row per layer l = 0..L; row 0 is the input X = A[0])
@@ -163,44 +161,43 @@ def load_batch(buf, X, Y=None, weights=None, m=None):
 
 
 # ---- the same views for compiled code ----------------------------------------------------------
-# Each is a compiled function of its own, and together they cost a few seconds of a cold compile.
-# Inlining them at numba's IR level was measured on the textbook epoch only (18.5 -> 15 s to compile),
-# not on the tuned path: an open lead for cold starts.
+# Plain functions here, so that importing layout needs no numba (the ahead-of-time tier, ``_aot``,
+# runs without it); ``_numba`` compiles each in place (``COMPILED``) when the kernels load, before
+# any kernel that calls them compiles. Each is a compiled function of its own, and together they cost
+# a few seconds of a cold compile. Inlining them at numba's IR level was measured on the textbook
+# epoch only (18.5 -> 15 s to compile), not on the tuned path: an open lead for cold starts.
 
-@jit
 def params(theta, layers, l):
     """(W, b) of layer ``l + 1`` (row ``l`` of ``layers``) as views into ``theta``."""
     n_in, n_out, w_off, b_off = layers[l, N_IN], layers[l, N_OUT], layers[l, W_OFF], layers[l, B_OFF]
     return theta[w_off:w_off + n_in * n_out].reshape((n_in, n_out)), theta[b_off:b_off + n_out]
 
 
-@jit
 def _slot(buf, l, col, m):
     n = buf.slots[l, WIDTH]
     o = buf.slots[l, col]
     return buf.work[o:o + m * n].reshape((m, n))
 
 
-@jit
 def z(buf, l, m):
     """Z[l] (m, n_l), l = 1..L."""
     return _slot(buf, l, Z_OFF, m)
 
 
-@jit
 def a(buf, l, m):
     """A[l] (m, n_l), l = 0..L; A[0] is the batch's X."""
     return _slot(buf, l, A_OFF, m)
 
 
-@jit
 def dz(buf, l, m):
     """dZ[l] (m, n_l), l = 1..L."""
     return _slot(buf, l, DZ_OFF, m)
 
 
-@jit
 def targets(buf, m):
     """Y (m, n_L) of the batch."""
     n = buf.slots[buf.slots.shape[0] - 1, WIDTH]
     return buf.y[:m * n].reshape((m, n))
+
+
+COMPILED = ("params", "_slot", "z", "a", "dz", "targets")

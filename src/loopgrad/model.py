@@ -12,13 +12,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks, _numba, io, kernels, layout, tiers
+from . import _checks, io, layout, tiers
 from . import optim as _optim
-from .kernels import network as loop_network
 from .reference import network as numpy_network
 from .tables import CLASSIFIER_OUTPUTS, DTYPES, HE_INIT, HIDDEN_ACTIVATIONS, LOSS_CODE, OUTPUT_LOSS, activation_code
 
-BACKENDS = {"loops": loop_network, "numpy": numpy_network}
+BACKENDS = ("loops", "numpy")
 # Rows per pass of forward, loss and gradients: the buffers of a pass hold 3 sum(n_l) numbers per
 # row, so a large X costs a fraction of a copy of itself, not several.
 PASS_ROWS = 4096
@@ -27,27 +26,48 @@ PASS_ROWS = 4096
 NOISE_BLOCK = 1 << 22
 
 
-def network(backend):
-    """The network module of a backend name: ``"loops"`` (the tuned kernels) or ``"numpy"``."""
+def _check_backend(backend):
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected 'loops' or 'numpy', got {backend!r}")
-    return BACKENDS[backend]
 
 
-def running(backend, dtype):
-    """The module that runs ``backend`` for ``dtype`` now: for ``"loops"`` the tuned kernels, or their
-    NumPy twin while the tuned kernels compile in the background on a cold machine (``loopgrad.tiers``)
-    or in a process forked after the loops' OpenMP thread pool started (``_numba.forked_child``)."""
-    module = network(backend)
+def network(backend):
+    """The network module of a backend name: ``"loops"`` (the tuned kernels) or ``"numpy"``."""
+    _check_backend(backend)
+    if backend == "numpy":
+        return numpy_network
+    from .kernels import network as loop_network  # imports numba: only when the loops run through it
+
+    return loop_network
+
+
+def running(backend, dtype, n_params=None):
+    """The module that runs ``backend`` for ``dtype`` now: for ``"loops"`` the tuned kernels; for a
+    network of ``n_params`` small enough, the same kernels built ahead of time where that module
+    exists (``loopgrad._aot``: same bits, no numba to load); or their NumPy twin while the tuned
+    kernels compile in the background on a cold machine (``loopgrad.tiers``) or in a process forked
+    after the loops' OpenMP thread pool started (``_numba.forked_child``)."""
+    _check_backend(backend)
     if backend != "loops":
-        return module
+        return numpy_network
+    ahead = tiers.aot_backend(dtype, n_params)
+    if ahead is not None:
+        return ahead  # serial code, so safe in a forked child too
+    from . import _numba
+
     if _numba.forked_child():
         _numba._warn_once("fork", "loopgrad: this process was forked after GNU OpenMP's thread pool started, where "
                                   "the parallel loop kernels cannot run; it trains and predicts with their NumPy twin "
                                   "(use multiprocessing's 'spawn' or 'forkserver' context to keep the loops)",
                           _numba.ForkWarning)
         return numpy_network
-    return tiers.loops_backend(dtype)
+    return tiers.loops_backend(dtype, n_params)
+
+
+def _kernels():
+    from . import kernels
+
+    return kernels
 
 
 def _is_sparse(X):
@@ -412,7 +432,7 @@ class MLP:
         net = self._net()
         sparse = isinstance(X, SparseRows)
         buf = layout.make_buffers(self.layers, min(X.shape[0], PASS_ROWS), self.dtype, weights is not None, sparse)
-        backend = running(backend, self.dtype.name)
+        backend = running(backend, self.dtype.name, self.n_params)
         for start in range(0, X.shape[0], buf.rows):
             stop = min(X.shape[0], start + buf.rows)
             Yb = None if Y is None else Y[start:stop]
@@ -491,7 +511,7 @@ class MLP:
         sparse = isinstance(X, SparseRows)
         buf = layout.make_buffers(self.layers, X.shape[0], self.dtype, weights is not None, sparse)
         m = layout.load_batch(buf, None if sparse else X, Y, weights, m=X.shape[0])
-        module = running(backend, self.dtype.name)
+        module = running(backend, self.dtype.name, self.n_params)
 
         def one_pass(theta):
             self.theta[...] = theta
@@ -520,11 +540,11 @@ class MLP:
 
     def per_example_gradients(self, X, Y):
         """B1 for every layer: [(dW (m, n_in, n_out), db (m, n_out))]; their mean is ``gradients``."""
-        return [(kernels.per_example_weight_grads(A_prev, dZ), dZ.copy()) for A_prev, dZ in self._layer_deltas(X, Y)]
+        return [(_kernels().per_example_weight_grads(A_prev, dZ), dZ.copy()) for A_prev, dZ in self._layer_deltas(X, Y)]
 
     def per_example_grad_norms(self, X, Y):
         """N1 over all layers: the norm of each example's whole gradient, (m,), never forming dW(i)."""
-        return np.sqrt(sum(kernels.per_example_sq_norms(A_prev, dZ) for A_prev, dZ in self._layer_deltas(X, Y)))
+        return np.sqrt(sum(_kernels().per_example_sq_norms(A_prev, dZ) for A_prev, dZ in self._layer_deltas(X, Y)))
 
     def _layer_deltas(self, X, Y):
         """[(A[l-1], dZ[l])] per layer after one backward pass over all rows: the two factors of B1 and N1."""
@@ -532,7 +552,7 @@ class MLP:
         net = self._net()
         buf = layout.make_buffers(self.layers, X.shape[0], self.dtype)
         m = layout.load_batch(buf, X, Y)
-        backend = running("loops", self.dtype.name)
+        backend = running("loops", self.dtype.name, self.n_params)
         backend.forward_into(net, buf, m)
         backend.gradients_into(net, buf, m, 0.0)
         views = layout.layer_views(buf, m)
@@ -598,7 +618,7 @@ class MLP:
                      shuffle=bool(shuffle), early_stopping=bool(early_stopping),
                      patience=_checks.integer("patience", patience, 1), progress=progress,
                      tol=_checks.number("tol", tol, 0.0), backend=backend, carry=optimizer_state)
-        network(backend)  # a clear error for an unknown name, before any work
+        _check_backend(backend)  # a clear error for an unknown name, before any work
         validation_split = _checks.number("validation_split", validation_split, 0.0, 1.0)
         opt = _optim.get(optimizer)
         learning = self.classes is None
@@ -869,7 +889,7 @@ def _run_epoch(model, training, opt, X, Y, W, order, batch_size, t, backend, rng
     for first in range(0, n_batches, per_call):
         steps = min(per_call, n_batches - first)
         part = order[first * batch_size:(first + steps) * batch_size]
-        module = running(backend, model.dtype.name)
+        module = running(backend, model.dtype.name, model.n_params)
         if isinstance(X, SparseRows):
             part_total, _ = _interruptible(lambda stop: module.train_epoch_sparse_into(
                 training.net, training.buf, X.data, X.indices, X.indptr, Y, W, part, batch_size, training.update,
@@ -901,7 +921,7 @@ def _run_poisson_epoch(model, training, opt, X, Y, W, rows, batch_size, t, backe
         if batch.size > training.buf.rows:
             training = Training(training.net, layout.make_buffers(model.layers, batch.size + batch.size // 4,
                                                                   model.dtype, W.shape[0] > 0), training.update)
-        module = running(backend, model.dtype.name)
+        module = running(backend, model.dtype.name, model.n_params)
         noise = opt.noise(1, model.n_params, model.dtype)
         part, _ = module.train_epoch_into(training.net, training.buf, X, Y, W, batch, batch.size, training.update,
                                           t + done, noise, stop)
