@@ -214,4 +214,5 @@ def describe(dtype, n_params=None):
     if loops_backend(dtype) is network:
         return None
     return (f"First run on this machine: the tuned loop kernels for {dtype} are compiling in the background "
-            f"(20-60 s, once); this run trains with their NumPy twin (same results within the twin tolerance).")
+            f"(1-2 minutes on 2 cores, once); this run trains with their NumPy twin (same results within the twin "
+            f"tolerance).")
