@@ -149,8 +149,9 @@ def test_ctrl_c_stops_an_epoch_on_the_ahead_of_time_module(cold_then_warm):
 
 
 def test_a_corrupt_or_foreign_ahead_of_time_module_is_ignored(monkeypatch, tmp_path):
-    """A truncated file where the AOT module should be is not loaded (the kernels run through numba),
-    and the tier never serves a network above its size limit or when turned off."""
+    """A file where the AOT module should be is loaded only when it matches the checksum written
+    beside it, and one that fails to load is ignored (the kernels run through numba); the tier never
+    serves a network above its size limit or when turned off."""
     from loopgrad import _aot
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
@@ -158,9 +159,24 @@ def test_a_corrupt_or_foreign_ahead_of_time_module_is_ignored(monkeypatch, tmp_p
     monkeypatch.setattr(_aot, "_loaded", {})
     monkeypatch.setattr(_aot, "_networks", {})
     os.makedirs(_aot.folder())
-    with open(_aot.path("float32"), "wb") as f:
+    module = _aot.path("float32")
+    with open(module, "wb") as f:
         f.write(b"\x7fELF truncated")
+    assert _aot.load("float32") is None  # no checksum beside it
+    with open(module + ".sha256", "w") as f:
+        f.write(_aot._digest(module))
+    assert _aot.intact(module)
+    with open(module, "r+b") as f:
+        f.seek(5)
+        f.write(b"X")  # one byte altered on disk: never handed to the loader
+    assert not _aot.intact(module)
+    monkeypatch.setattr(_aot, "_loaded", {})
     assert _aot.load("float32") is None
+    with open(module, "r+b") as f:
+        f.seek(5)
+        f.write(b"t")  # intact again, but no loadable module: the loader's error is caught
+    monkeypatch.setattr(_aot, "_loaded", {})
+    assert _aot.intact(module) and _aot.load("float32") is None
     assert tiers.aot_backend("float32", 100) is None
     monkeypatch.setattr(_aot, "_networks", {"float32": "a built module"})
     assert tiers.aot_backend("float32", 100) == "a built module"

@@ -15,8 +15,8 @@ tier serves networks of at most ``MAX_PARAMS`` parameters; larger ones use numba
 
 The module lives beside numba's cache (``NUMBA_CACHE_DIR``, else the user's cache folder), named by
 a hash of the kernels' source, the numba and Python versions and the CPU, so a stale or foreign
-module is never loaded. It is written atomically, and one that cannot be loaded is ignored: the
-kernels then run through numba. Building needs a C compiler and setuptools (numba's ``pycc``); where
+module is never loaded. It is written atomically with its SHA-256 beside it; one whose bytes do not
+match (truncated, altered) or that cannot be loaded is ignored: the kernels then run through numba. Building needs a C compiler and setuptools (numba's ``pycc``); where
 either is missing there is no AOT tier and nothing else changes.
 """
 import hashlib
@@ -83,6 +83,21 @@ def path(dtype):
     return os.path.join(folder(), f"{module_name(dtype)}-{digest[:24]}{suffix}")
 
 
+def _digest(file):
+    with open(file, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def intact(file):
+    """True when ``file`` exists and matches the SHA-256 recorded beside it at build time: a module
+    truncated or altered on disk is never loaded (its machine code could crash the process)."""
+    try:
+        with open(file + ".sha256") as f:
+            return f.read().strip() == _digest(file)
+    except OSError:
+        return False
+
+
 def load(dtype):
     """The AOT module for ``dtype``, or None where it is not built (or cannot be loaded)."""
     dtype = str(dtype)
@@ -90,13 +105,13 @@ def load(dtype):
         _loaded[dtype] = None
         if dtype in _DTYPES and os.environ.get(ENV_BUILD) != "1":
             file = path(dtype)
-            if os.path.exists(file):
+            if intact(file):
                 try:
                     spec = importlib.util.spec_from_file_location(module_name(dtype), file)
                     module = importlib.util.module_from_spec(spec)
                     spec.loader.exec_module(module)
                     _loaded[dtype] = module
-                except Exception:  # noqa: BLE001 - unreadable or foreign: numba serves instead
+                except Exception:  # noqa: BLE001 - foreign or unloadable: numba serves instead
                     _loaded[dtype] = None
     return _loaded[dtype]
 
@@ -107,12 +122,12 @@ def build(dtype):
     import subprocess
 
     target = path(dtype)
-    if os.path.exists(target):
+    if intact(target):
         return target
     env = dict(os.environ, **{ENV_BUILD: "1"})
     result = subprocess.run([sys.executable, "-c", f"from loopgrad import _aot; _aot._build_here({dtype!r})"],
                             env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    return target if result.returncode == 0 and os.path.exists(target) else None
+    return target if result.returncode == 0 and intact(target) else None
 
 
 def _build_here(dtype):
@@ -166,7 +181,13 @@ def _build_here(dtype):
         cc.compile()
         built = [f for f in os.listdir(scratch) if f.startswith(module_name(dtype)) and f.endswith(
             sysconfig.get_config_var("EXT_SUFFIX") or ".so")]
-        os.replace(os.path.join(scratch, built[0]), target)
+        module = os.path.join(scratch, built[0])
+        # the checksum goes in place first: a crash between the two leaves a module that fails the
+        # check (and is built again), never one that passes it unchecked
+        with open(os.path.join(scratch, "digest"), "w") as f:
+            f.write(_digest(module))
+        os.replace(os.path.join(scratch, "digest"), target + ".sha256")
+        os.replace(module, target)
     return target
 
 
