@@ -243,3 +243,25 @@ def test_cached_kernels_without_the_ahead_of_time_module_start_its_build_once(mo
         tiers._state.clear()
         assert tiers.loops_backend("float32", 100) is network
     assert started == ["float32"]
+
+
+def test_the_twin_standing_in_for_the_loops_runs_on_one_blas_thread():
+    """While the NumPy twin stands in for the compiling loops, its training calls run with one BLAS
+    thread (the compile has the other core); the tuned kernels and an explicit backend="numpy" leave
+    NumPy's threads alone, and the limit ends with the call."""
+    from threadpoolctl import threadpool_info
+
+    from loopgrad.kernels import network
+    from loopgrad.reference import network as numpy_network
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    before = blas_threads()
+    assert before, "NumPy's BLAS should be loaded"
+    with tiers.blas_for("loops", numpy_network):
+        assert blas_threads() == {1}
+    assert blas_threads() == before
+    for backend, module in (("loops", network), ("numpy", numpy_network)):
+        with tiers.blas_for(backend, module):
+            assert blas_threads() == before

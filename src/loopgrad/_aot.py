@@ -16,8 +16,9 @@ tier serves networks of at most ``MAX_PARAMS`` parameters; larger ones use numba
 The module lives beside numba's cache (``NUMBA_CACHE_DIR``, else the user's cache folder), named by
 a hash of the kernels' source, the numba and Python versions and the CPU, so a stale or foreign
 module is never loaded. It is written atomically with its SHA-256 beside it; one whose bytes do not
-match (truncated, altered) or that cannot be loaded is ignored: the kernels then run through numba. Building needs a C compiler and setuptools (numba's ``pycc``); where
-either is missing there is no AOT tier and nothing else changes.
+match (truncated, altered) or that cannot be loaded is ignored: the kernels then run through numba.
+Building needs a C compiler, Python's headers and setuptools (numba's ``pycc``); where one is
+missing there is no AOT tier and nothing else changes.
 """
 import hashlib
 import importlib.machinery

@@ -955,36 +955,39 @@ def _train(model, opt, X, Y, rows, val, plan, rng, weights=None):
     lines = plan.progress == "lines"
     bar = tqdm(total=plan.epochs * -(-n // batch_size), disable=lines or not plan.progress, unit="batch",
                leave=True, dynamic_ncols=True)
+    # while the NumPy twin stands in for compiling loops: one BLAS thread, the compile has the other core
+    blas = tiers.blas_for(plan.backend, running(plan.backend, model.dtype.name, model.n_params))
     try:
-        for epoch in range(plan.epochs):
-            if _over_budget(opt, n, batch_size):
-                history.stopped_early = True
-                history.stop_reason = (f"target_epsilon: one more epoch would spend more than epsilon = "
-                                       f"{opt.target_epsilon:g} at delta = {opt.delta:g}")
-                break
-            order = rng.permutation(rows) if plan.shuffle else rows
-            t_epoch = time.perf_counter()
-            total, steps, training = _run_epoch(model, training, opt, X, Y, W, order, batch_size, t, plan.backend,
-                                                rng)
-            history.epoch_seconds.append(time.perf_counter() - t_epoch)
-            t += steps
-            bar.update(steps)
-            epoch_loss = total / n
-            if not np.isfinite(epoch_loss):
-                model.theta[...] = start_theta  # a failed fit leaves the model as it was
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {epoch_loss}); the "
-                                         f"parameters were restored; lower the learning rate")
-            if isinstance(opt, _optim.DPSGD):
-                history.epsilon.append((opt.epsilon(), opt.delta))
-            stop = watch.record(model, history, epoch, epoch_loss, val, plan.backend)
-            shown = _epoch_fields(model, history, val is not None)
-            if lines:
-                print(f"epoch {epoch + 1}/{plan.epochs} " + " ".join(f"{k} {v}" for k, v in shown.items())
-                      + f" ({history.epoch_seconds[-1]:.2f} s)", flush=True)
-            else:
-                bar.set_postfix(epoch=epoch + 1, **shown)
-            if stop:
-                break
+        with blas:
+            for epoch in range(plan.epochs):
+                if _over_budget(opt, n, batch_size):
+                    history.stopped_early = True
+                    history.stop_reason = (f"target_epsilon: one more epoch would spend more than epsilon = "
+                                           f"{opt.target_epsilon:g} at delta = {opt.delta:g}")
+                    break
+                order = rng.permutation(rows) if plan.shuffle else rows
+                t_epoch = time.perf_counter()
+                total, steps, training = _run_epoch(model, training, opt, X, Y, W, order, batch_size, t,
+                                                    plan.backend, rng)
+                history.epoch_seconds.append(time.perf_counter() - t_epoch)
+                t += steps
+                bar.update(steps)
+                epoch_loss = total / n
+                if not np.isfinite(epoch_loss):
+                    model.theta[...] = start_theta  # a failed fit leaves the model as it was
+                    raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {epoch_loss}); the "
+                                             f"parameters were restored; lower the learning rate")
+                if isinstance(opt, _optim.DPSGD):
+                    history.epsilon.append((opt.epsilon(), opt.delta))
+                stop = watch.record(model, history, epoch, epoch_loss, val, plan.backend)
+                shown = _epoch_fields(model, history, val is not None)
+                if lines:
+                    print(f"epoch {epoch + 1}/{plan.epochs} " + " ".join(f"{k} {v}" for k, v in shown.items())
+                          + f" ({history.epoch_seconds[-1]:.2f} s)", flush=True)
+                else:
+                    bar.set_postfix(epoch=epoch + 1, **shown)
+                if stop:
+                    break
     finally:
         bar.close()
         if carry is not None:
