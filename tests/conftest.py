@@ -4,6 +4,9 @@ import os
 # never the NumPy stand-in of a cold start: loopgrad.tiers is tested on its own, in subprocesses.
 os.environ.setdefault("LOOPGRAD_TIER", "tuned")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest
 from hypothesis import settings
@@ -16,3 +19,37 @@ settings.load_profile("loopgrad")
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+_CTRL_C = """
+import os, signal, threading, time, numpy as np, loopgrad as lg
+from loopgrad import model
+sizes = {sizes}
+X = np.random.default_rng(0).standard_normal((400_000, sizes[0]), dtype=np.float32)
+y = np.arange(400_000) % sizes[-1]
+m = lg.MLP(sizes, dtype='float32')
+m.fit(X[:256], y[:256], epochs=1, batch_size=64, progress=False)  # compiled or loaded before the clock starts
+print(type(model.running('loops', 'float32', m.n_params)).__name__)
+threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+t0 = time.perf_counter()
+try:
+    m.fit(X, y, epochs=50, batch_size=64, progress=False)
+    print('not interrupted')
+except KeyboardInterrupt:
+    print(f'interrupted after {{time.perf_counter() - t0:.2f}} s; finite {{bool(np.isfinite(m.theta).all())}}')
+"""
+
+
+@pytest.fixture
+def ctrl_c_after_a_second():
+    """Run 50 epochs of 400,000 rows through an MLP of ``sizes`` in a new process (environment ``env``)
+    and send it Ctrl-C after 1 s; returns (the class of what ran the loops, seconds until fit stopped,
+    whether the parameters stayed finite)."""
+    def run(sizes, env=None):
+        out = subprocess.run([sys.executable, "-c", _CTRL_C.format(sizes=list(sizes))], env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        words = out.stdout.split()
+        assert words[1] == "interrupted", out.stdout
+        return words[0], float(words[3]), words[-1] == "True"
+    return run

@@ -117,35 +117,14 @@ def test_the_ahead_of_time_module_gives_the_tuned_kernels_bits(cold_then_warm):
     assert out.stdout.split("\n")[:-1] == ["Network module True"] * 4, out.stdout
 
 
-_SIGINT_AOT = """
-import os, signal, threading, time, numpy as np, loopgrad as lg
-from loopgrad import model
-X = np.random.default_rng(0).standard_normal((400_000, 100), dtype=np.float32)
-y = np.arange(400_000) % 10
-m = lg.MLP([100, 256, 10], dtype='float32')
-print(type(model.running('loops', 'float32', m.n_params)).__name__)
-threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-t0 = time.perf_counter()
-try:
-    m.fit(X, y, epochs=50, batch_size=64, progress=False)
-    print('not interrupted')
-except KeyboardInterrupt:
-    print(f'interrupted after {time.perf_counter() - t0:.2f} s; finite {bool(np.isfinite(m.theta).all())}')
-"""
-
-
 @AOT
-def test_ctrl_c_stops_an_epoch_on_the_ahead_of_time_module(cold_then_warm):
+def test_ctrl_c_stops_an_epoch_on_the_ahead_of_time_module(cold_then_warm, ctrl_c_after_a_second):
     """The AOT module's epoch releases the GIL as numba's does, so fit's Ctrl-C handler runs and stops
     it at the next mini-batch: 50 epochs of 400,000 rows on a 28k-parameter network (seconds each,
     serial), interrupted after 1 s."""
     cache, _, _ = cold_then_warm
-    out = subprocess.run([sys.executable, "-c", _SIGINT_AOT], env=_env(cache), capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    words = out.stdout.split()
-    assert words[:2] == ["Network", "interrupted"], out.stdout
-    assert float(words[3]) < 2.0 and words[-1] == "True", out.stdout
+    kind, seconds, finite = ctrl_c_after_a_second([100, 256, 10], env=_env(cache))
+    assert kind == "Network" and seconds < 2.0 and finite
 
 
 def test_a_corrupt_or_foreign_ahead_of_time_module_is_ignored(monkeypatch, tmp_path):
