@@ -41,7 +41,7 @@ def _print_compile_note(model, batch_size, backend):
 
     if backend == "loops" and tiers.aot_backend(model.dtype.name, model.n_params) is not None:
         return  # the ahead-of-time module: nothing to compile or load from numba's cache
-    note = tiers.describe(model.dtype.name) if backend == "loops" else None
+    note = tiers.describe(model.dtype.name, model.n_params) if backend == "loops" else None
     if note:
         print(note, flush=True)
         return
@@ -292,8 +292,8 @@ def _cmd_warmup(args):
         if done is None:
             print(f"{dtype}: another warm-up is building the ahead-of-time module now; skipped")
         elif done[1] is None:
-            print(f"{dtype}: the ahead-of-time module could not be built (numba's pycc needs a C compiler and "
-                  f"setuptools); small networks load the tuned kernels through numba instead")
+            print(f"{dtype}: the ahead-of-time module could not be built (numba's pycc needs a C compiler, "
+                  f"Python's headers and setuptools); small networks load the tuned kernels through numba instead")
         else:
             print(f"{dtype}: ahead-of-time module for small networks ready in {done[0]:.1f} s ({done[1]})")
     return 0

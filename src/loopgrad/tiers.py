@@ -206,11 +206,11 @@ def loops_backend(dtype, n_params=None):
 
 
 def blas_for(backend, module):
-    """The context a training call on ``module`` runs in: one BLAS thread while the NumPy twin stands in
-    for the loops (``backend="loops"``) during a cold start, so that the background compile keeps the
-    other core and the twin's small products do not pay for waking a second thread (the cold main job's
-    training measured 0.75-1.0 s so against 1.2-2.7 s); otherwise nothing changes. An explicit
-    ``backend="numpy"`` keeps NumPy's own threads."""
+    """The context ``fit``'s epochs run in: one BLAS thread while the NumPy twin stands in for the
+    loops (``backend="loops"``, ``module`` the twin) during a cold start, so that the background
+    compile keeps the other core and the twin's small products do not wake a second thread (the cold
+    main job's training took 0.96-1.18 s so, against 1.2-3.0 s with NumPy's two); otherwise nothing
+    changes. An explicit ``backend="numpy"`` keeps NumPy's own threads."""
     import contextlib
 
     from .reference import network as numpy_network
@@ -228,7 +228,7 @@ def describe(dtype, n_params=None):
         return None
     from .kernels import network
 
-    if loops_backend(dtype) is network:
+    if loops_backend(dtype, n_params) is network:
         return None
     return (f"First run on this machine: the tuned loop kernels for {dtype} are compiling in the background "
             f"(1-2 minutes on 2 cores, once); this run trains with their NumPy twin (same results within the twin "
