@@ -14,7 +14,7 @@ compares them). Serial code is slower only where the tuned kernels would go para
 tier serves networks of at most ``MAX_PARAMS`` parameters; larger ones use numba as before.
 
 The module lives beside numba's cache (``NUMBA_CACHE_DIR``, else the user's cache folder), named by
-a hash of the kernels' source, the numba and Python versions and the CPU, so a stale or foreign
+a hash of the kernels' source, the numba, NumPy and Python versions and the CPU, so a stale or foreign
 module is never loaded. It is written atomically with its SHA-256 beside it; one whose bytes do not
 match (truncated, altered) or that cannot be loaded is ignored: the kernels then run through numba.
 Building needs a C compiler, Python's headers and setuptools (numba's ``pycc``); where one is
@@ -76,10 +76,12 @@ def module_name(dtype):
 
 
 def path(dtype):
-    """The file of the AOT module for ``dtype`` built from this very source, numba, Python and CPU."""
+    """The file of the AOT module for ``dtype`` built from this very source, numba, NumPy, Python and CPU."""
     from ._stamp import source_stamp
 
-    digest = hashlib.sha256("\0".join([source_stamp(), _numba_version(), sys.version, _cpu()]).encode()).hexdigest()
+    # NumPy's version too: the module's argument unboxing is compiled against NumPy's C API
+    parts = [source_stamp(), _numba_version(), np.__version__, sys.version, _cpu()]
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     return os.path.join(folder(), f"{module_name(dtype)}-{digest[:24]}{suffix}")
 
