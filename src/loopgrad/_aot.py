@@ -26,7 +26,6 @@ import importlib.util
 import os
 import platform
 import sys
-import sysconfig
 import tempfile
 
 import numpy as np
@@ -182,9 +181,7 @@ def _build_here(dtype):
         cc.export("forward", types.void(*net, *buf, i8))(forward)
         cc.export("cost", T(*net, *buf, i8))(cost)
         cc.compile()
-        built = [f for f in os.listdir(scratch) if f.startswith(module_name(dtype)) and f.endswith(
-            sysconfig.get_config_var("EXT_SUFFIX") or ".so")]
-        module = os.path.join(scratch, built[0])
+        module = os.path.join(scratch, cc.output_file)
         # the checksum goes in place first: a crash between the two leaves a module that fails the
         # check (and is built again), never one that passes it unchecked
         with open(os.path.join(scratch, "digest"), "w") as f:

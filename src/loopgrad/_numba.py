@@ -35,12 +35,13 @@ import warnings
 import numpy as np
 from numba import config, njit, prange  # noqa: F401  (prange re-exported for the kernels)
 
+from ._aot import ENV_BUILD
 from ._stamp import source_stamp  # noqa: F401  (the cache's staleness key; also read by _aot)
 
 # Set in the process that builds loopgrad's ahead-of-time module (``loopgrad._aot``): every kernel
 # compiles serial (prange is range; the fixed partition into blocks is kept, so the results are the
 # same bits) and nothing is read from or written to numba's cache, whose entries are parallel code.
-AOT_BUILD = os.environ.get("LOOPGRAD_AOT_BUILD") == "1"
+AOT_BUILD = os.environ.get(ENV_BUILD) == "1"
 
 if not config.DISABLE_JIT and not AOT_BUILD:
     # A serial kernel loaded from the disk cache that calls a parallel one needs the

@@ -76,28 +76,36 @@ def tuned_ready(dtype):
         return True
 
 
-def lock_path(dtype):
-    """The file a warm-up holds locked while it compiles, so that concurrent cold starts compile once."""
+def lock_path(dtype, what="warmup"):
+    """The file a warm-up holds locked while it compiles the tuned kernels (``what="warmup"``) or
+    builds the ahead-of-time module (``"aot"``), so that concurrent cold starts do each once."""
     folder = os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir()
-    return os.path.join(folder, f"loopgrad-warmup-{dtype}-{os.getuid() if hasattr(os, 'getuid') else 0}.lock")
+    return os.path.join(folder, f"loopgrad-{what}-{dtype}-{os.getuid() if hasattr(os, 'getuid') else 0}.lock")
 
 
-def warmup(dtype, wait=True):
-    """Compile (or load) the tuned kernels for ``dtype`` under the warm-up lock; returns the seconds
-    it took, or None when another process holds the lock and ``wait`` is False."""
+def _under_lock(path, wait, work):
+    """``work()`` run while holding the file lock ``path``: (seconds, its result), or None when another
+    process holds the lock and ``wait`` is False."""
     import fcntl
 
-    from .model import MLP
-
-    os.makedirs(os.path.dirname(lock_path(dtype)), exist_ok=True)
-    with open(lock_path(dtype), "w") as lock:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             return None
         t0 = time.perf_counter()
-        MLP([2, 3, 2], dtype=dtype).warmup()
-        return time.perf_counter() - t0
+        result = work()
+        return time.perf_counter() - t0, result
+
+
+def warmup(dtype, wait=True):
+    """Compile (or load) the tuned kernels for ``dtype`` under the warm-up lock; returns the seconds
+    it took, or None when another process holds the lock and ``wait`` is False."""
+    from .model import MLP
+
+    done = _under_lock(lock_path(dtype), wait, lambda: MLP([2, 3, 2], dtype=dtype).warmup())
+    return None if done is None else done[0]
 
 
 def warmup_running(dtype):
@@ -118,13 +126,20 @@ def aot_enabled():
     return os.environ.get(AOT_ENV, "1") != "0"
 
 
+def _aot_serves(n_params):
+    """Whether the ahead-of-time tier is on and serves a network of ``n_params`` parameters."""
+    from . import _aot
+
+    return n_params is not None and n_params <= _aot.MAX_PARAMS and aot_enabled()
+
+
 def aot_backend(dtype, n_params):
     """The ahead-of-time module's network (``_aot.Network``) for a model of ``n_params`` parameters,
     or None: where it is not built, the network is larger than ``_aot.MAX_PARAMS``, the tier is off,
     or ``LOOPGRAD_TIER=tuned`` asks for numba's kernels in the process."""
     from . import _aot
 
-    if n_params is None or n_params > _aot.MAX_PARAMS or not aot_enabled() or mode() == "tuned":
+    if not _aot_serves(n_params) or mode() == "tuned":
         return None
     return _aot.network(dtype)
 
@@ -134,19 +149,9 @@ def build_aot(dtype, wait=True):
     build it once, and a run waiting on the tuned kernels' lock is not held up by it); returns
     (seconds, path or None when the build failed), or None when another process is building it and
     ``wait`` is False."""
-    import fcntl
-
     from . import _aot
 
-    path = lock_path(dtype).replace("loopgrad-warmup-", "loopgrad-aot-")
-    with open(path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return None
-        t0 = time.perf_counter()
-        built = _aot.build(dtype)
-        return time.perf_counter() - t0, built
+    return _under_lock(lock_path(dtype, "aot"), wait, lambda: _aot.build(dtype))
 
 
 _aot_requested = set()
@@ -155,7 +160,7 @@ _aot_requested = set()
 def _request_aot(dtype, n_params):
     from . import _aot
 
-    if dtype in _aot_requested or n_params is None or n_params > _aot.MAX_PARAMS or not aot_enabled():
+    if dtype in _aot_requested or not _aot_serves(n_params):
         return
     _aot_requested.add(dtype)
     if _aot.network(dtype) is None:
