@@ -20,8 +20,22 @@ dp_accounting = pytest.importorskip("dp_accounting")
 
 @given(key=st.integers(0, 2 ** 53 - 1), t=st.integers(0, 2 ** 40), n=st.integers(0, 3000))
 def test_noise_equals_its_twin_bit_for_bit(key, t, n):
-    # the same integer words and the same ziggurat arithmetic: exact equality, not a tolerance
+    # the same integer words and the same float32 operations, each rounded alike: exact equality
     assert np.array_equal(loop_noise.gaussian_noise(key, t, n), numpy_noise.gaussian_noise(key, t, n))
+
+
+def test_the_radius_slow_path_equals_its_twin():
+    """Pairs whose radius uniform lies below 2^-15 (one in 32,768) take the float64 slow path; these
+    200,000 deviates hold such pairs (counted from the words), match the twin bit for bit, and the
+    slow pairs' radii lie beyond the fast path's last, sqrt(30 ln 2) = 4.5601."""
+    n, key, t = 200_000, 7, 3
+    z = loop_noise.gaussian_noise(key, t, n)
+    assert np.array_equal(z, numpy_noise.gaussian_noise(key, t, n))
+    c = np.array([t], np.uint64) * np.uint64(n // 2) + np.arange(n // 2, dtype=np.uint64)
+    slow = (numpy_noise._word(key, c, 0) >> np.uint64(33)) < 2 ** 16
+    assert slow.sum() >= 2
+    radius = np.hypot(z[0::2], z[1::2])
+    assert (radius[slow] > 4.5601).all() and (radius[~slow] < 4.5602).all()
 
 
 @pytest.mark.parametrize("p0,n", [(1, 1), (3, 2), (1001, 1500), (8191, 2049)])
@@ -40,8 +54,8 @@ def test_noise_is_standard_normal():
     n = 20_000_000
     z = loop_noise.gaussian_noise(99, 1, n)
     assert abs(z.mean()) < 5 / np.sqrt(n) and abs(z.var() - 1) < 5 * np.sqrt(2 / n)
-    # 3.6541... is the ziggurat's tail start R: the layers' fast path below it, the tail algorithm above
-    for c in (1.0, 2.0, 3.0, 3.6541528853610088, 4.0, 5.0):
+    # 4.5601 = sqrt(30 ln 2), the radius where the slow path (u below 2^-15) takes over
+    for c in (1.0, 2.0, 3.0, 4.0, 4.560089408860133, 5.0):
         expected = 2 * stats.norm.sf(c) * n
         assert abs((np.abs(z) > c).sum() - expected) < 5 * np.sqrt(expected) + 1, c
     assert stats.kstest(z[:1_000_000], "norm").pvalue > 1e-5

@@ -168,9 +168,14 @@ except Exception:  # noqa: BLE001 - numba's caching internals moved: keep numba'
     _KERNEL_CACHE = None
 
 
-def jit(fn=None, *, parallel=False, inline=False):
-    """Compile ``fn`` with loopgrad's options; ``parallel`` enables ``prange``."""
+def jit(fn=None, *, parallel=False, inline=False, exact=False):
+    """Compile ``fn`` with loopgrad's options; ``parallel`` enables ``prange``. ``exact`` drops the
+    fastmath flags, for a kernel whose floating-point results must equal its NumPy twin's bit for bit
+    (reassociation or a fused multiply-add would round differently); it still vectorises loops
+    without reductions, and its instructions keep their flags when inlined into a fastmath caller."""
     options = dict(_OPTIONS, parallel=parallel and not AOT_BUILD)
+    if exact:
+        options["fastmath"] = False
     if AOT_BUILD:
         options["cache"] = False
     if inline:
@@ -185,6 +190,38 @@ def jit(fn=None, *, parallel=False, inline=False):
                 pass
         return dispatcher
     return compile_ if fn is None else compile_(fn)
+
+
+def _bitcasts():
+    """float32 <-> int32 reinterpretation of the same 32 bits (a log's exponent and mantissa), as
+    numba intrinsics that LLVM vectorises, or NumPy's ``view`` where the JIT is off."""
+    if config.DISABLE_JIT:
+        return (lambda x: np.float32(x).view(np.int32)), (lambda i: np.int32(i).view(np.float32))
+    from llvmlite import ir
+    from numba.core import types
+    from numba.core.extending import intrinsic
+
+    @intrinsic
+    def float32_bits(typingctx, x):
+        if x != types.float32:
+            return None
+        return types.int32(types.float32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(32))
+
+    @intrinsic
+    def bits_float32(typingctx, i):
+        if not isinstance(i, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            # numba widens int32 arithmetic to int64; the value fits 32 bits by the caller's contract
+            value = args[0] if i.bitwidth == 32 else builder.trunc(args[0], ir.IntType(32))
+            return builder.bitcast(value, ir.FloatType())
+        return types.float32(i), codegen
+
+    return float32_bits, bits_float32
+
+
+float32_bits, bits_float32 = _bitcasts()
 
 
 def _compile_layout():

@@ -3,8 +3,6 @@
 Activations and losses are chosen by name at the public boundary and by a small
 integer code inside compiled code (numba cannot dispatch on strings cheaply).
 """
-import math
-
 import numpy as np
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "gelu", "softmax", "exp")
@@ -55,33 +53,19 @@ H_LR, H_MOMENTUM, H_NESTEROV, H_BETA1, H_BETA2, H_EPS, H_WEIGHT_DECAY, H_CLIP, H
 N_HYPER = 11
 
 
-# Marsaglia and Tsang's 256-layer ziggurat: the tail start R and each layer's area V. A draw's layer
-# is the low ZIG_BITS bits of a 32-bit half-word, its uniform the rest.
-ZIG_BITS = 8
-ZIG_LAYERS = 1 << ZIG_BITS
-ZIG_R, ZIG_V = 3.6541528853610088, 4.92867323399e-3
-
-
-def ziggurat_tables(layers=ZIG_LAYERS, r=ZIG_R, v=ZIG_V):
-    """Doornik's (2005) ziggurat of ``layers`` equal-area layers under the normal density: the
-    layers' right edges ``x`` (layers + 1,), the density at them ``f = exp(-x^2 / 2)``, and the
-    ratios ``x[i + 1] / x[i]`` below which a point of layer i lies inside the rectangle under the
-    next layer (the fast path)."""
-    x = np.empty(layers + 1)
-    f = math.exp(-0.5 * r * r)
-    x[0], x[1] = v / f, r
-    for i in range(2, layers):
-        x[i] = math.sqrt(-2.0 * math.log(v / x[i - 1] + f))
-        f = math.exp(-0.5 * x[i] * x[i])
-    x[layers] = 0.0
-    return x, np.exp(-0.5 * x * x), x[1:] / x[:-1]
-
-
-ZIG_X, ZIG_F, ZIG_RATIO = ziggurat_tables()
-# The fast path's two lookups side by side, so that a draw touches one cache line: (x[i], x[i+1] / x[i]).
-ZIG_FAST = np.ascontiguousarray(np.stack([ZIG_X[:ZIG_LAYERS], ZIG_RATIO], axis=1))
-# SplitMix64's increment (the golden ratio in 64 bits); the scale of 53 bits to (0, 1]; and of a
-# half-word's 32 - ZIG_BITS high bits to [-1, 1)
+# DP-SGD's normal deviates: Box and Muller's (1958) transform of one 64-bit word per pair of
+# deviates, in float32 arithmetic that a NumPy twin repeats bit for bit (kernels/noise.py).
+# The radius sqrt(-2 ln u): u = k 2^-31 from the word's high 31 bits k; where k < 2^RADIUS_FAST_BITS
+# (u below 2^-15, a radius beyond 4.56) the slow path extends u with 53 more bits of a second word.
+RADIUS_FAST_BITS = 16
+# ln(1 + f) = f - f^2/2 + f^3 P(f) for f in [sqrt(1/2) - 1, sqrt(2) - 1): P's coefficients, lowest
+# first, a least-squares fit in relative error rounded to float32 (within 1.6 ulp of ln(1 + f)).
+LOG_POLY = np.array([0.33333972096443176, -0.250009685754776, 0.19960595667362213, -0.16587945818901062,
+                     0.14950989186763763, -0.1419750303030014, 0.0850696936249733], np.float32)
+# sin and cos on [-pi/4, pi/4]: Taylor's coefficients of x^3..x^9 and x^2..x^10, lowest first (the
+# first terms left out lie below 2e-9, under float32's half ulp)
+SIN_POLY = np.array([-1 / 6, 1 / 120, -1 / 5040, 1 / 362880], np.float32)
+COS_POLY = np.array([-1 / 2, 1 / 24, -1 / 720, 1 / 40320, -1 / 3628800], np.float32)
+# SplitMix64's increment (the golden ratio in 64 bits); the scale of 53 bits to (0, 1]
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 TO_UNIT = 2.0 ** -53
-HALF_SIGNED_UNIT = 2.0 ** -(31 - ZIG_BITS)

@@ -4,17 +4,21 @@ The noise of parameter ``p`` at step ``t`` is a pure function of ``(key, t, p)``
 state is carried from one draw to the next, so the noise is the same whichever thread draws
 which parameters, on 1 or 2 threads, and a step can be redrawn alone.
 
-* Uniform bits: word ``d`` of the draw with counter ``c = t P + p`` is SplitMix64's output
-  function (Steele, Lea and Flood 2014) applied to ``key_d + c * GAMMA``; for ``d = 0`` this is
-  exactly SplitMix64's ``c``-th output for the seed ``key_0``.
-* Normal deviates: the ziggurat of Marsaglia and Tsang (2000) in Doornik's form (2005), 256
-  layers. Each 64-bit word gives two draws, its low and high 32-bit halves: parameter ``p`` of a
-  block of ``P`` takes half ``p mod 2`` of word ``d = 0`` of counter ``t ceil(P/2) + floor(p/2)``. A
-  half's low 8 bits choose the layer and its high 24 bits a uniform in [-1, 1); about 98.5% of
-  draws take this fast path, where the deviate is one product. The rest, the wedges and the tail,
-  draw further uniforms (53 bits each) from the words ``d = 1, 2, ...`` of the parameter's own
-  counter ``t P + p``: a wedge's height, a redrawn half-word, or the tail's two logarithms. So a
-  deviate carries 24 random bits (float32's precision) unless it lies in the tail beyond R = 3.65.
+* Uniform bits: word ``d`` of the draw with counter ``c`` is SplitMix64's output function (Steele,
+  Lea and Flood 2014) applied to ``key_d + c * GAMMA``; for ``d = 0`` this is exactly SplitMix64's
+  ``c``-th output for the seed ``key_0``.
+* Normal deviates: Box and Muller's transform, one 64-bit word per pair. Parameters ``2j`` and
+  ``2j + 1`` of a block of ``P`` share word 0 of counter ``t ceil(P/2) + j``: its high 31 bits k
+  give the radius ``sqrt(-2 ln u)``, ``u = k 2^-31``, and its bits 8..31 the angle (2 bits of
+  quadrant, 22 of angle within it); the pair is the radius times the angle's cosine and sine.
+* Float32 arithmetic throughout, written so that LLVM vectorises it (8 pairs per AVX2 instruction):
+  the logarithm splits ``float32(k)`` into exponent and mantissa by its bits and takes a polynomial
+  of the mantissa; sine and cosine are polynomials on a quarter turn. Compiled without fastmath
+  (``jit(exact=True)``), the NumPy twin repeats every rounding and equals it bit for bit.
+* The tail stays exact: where ``k < 2^16`` (``u < 2^-15``, a radius beyond 4.56; one pair in
+  32,768) the slow path extends ``u`` by the 53 bits of word ``d = 1`` of the pair's counter and
+  takes the radius in float64, so the radius is not truncated short of about 10.8 sigma. Elsewhere a
+  deviate carries float32's precision: ``float32(k)`` keeps 24 of k's bits, the angle has 24.
 
 These are not cryptographic draws: ``DPSGD(secure=True)`` draws from the operating system's
 CSPRNG instead (in NumPy, slower; see ``loopgrad.optim``).
@@ -24,18 +28,33 @@ import math
 import numpy as np
 
 from .. import _checks
-from .._numba import FIRST, jit, prange
+from .._numba import FIRST, bits_float32, float32_bits, jit, prange
 from .optim import PARAM_BLOCK, SERIAL_PARAMS  # the parameter block's one fixed partition into tasks
-from ..tables import (GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, HALF_SIGNED_UNIT, TO_UNIT, ZIG_F, ZIG_FAST,
-                      ZIG_BITS, ZIG_LAYERS, ZIG_R)
+from ..tables import (COS_POLY, GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, LOG_POLY, RADIUS_FAST_BITS, SIN_POLY,
+                      TO_UNIT)
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S11, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11), np.uint64(32)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 _D_STEP = np.uint64(0xD1B54A32D192ED03)
-_LOW_HALF = np.uint64(0xFFFFFFFF)
-_LAYER_BITS, _LAYER_MASK = np.uint32(ZIG_BITS), np.uint32(ZIG_LAYERS - 1)
-# Deviates drawn per round of _normals_range: its scratch (12 KiB with the caller's) stays in L1.
+# a word's radius bits (its high 31) and angle bits (8..31)
+_RADIUS_SHIFT, _ANGLE_SHIFT, _ANGLE_MASK = np.uint64(33), np.uint64(8), np.uint64(0xFFFFFF)
+_K_FAST = 1 << RADIUS_FAST_BITS
+# Deviates drawn per round of a range: its scratch (about 8 KiB) stays in L1.
 NOISE_CHUNK = 1024
+_PAIRS = NOISE_CHUNK // 2 + 1
+
+_F = np.float32
+_L0, _L1, _L2, _L3, _L4, _L5, _L6 = (_F(c) for c in LOG_POLY)
+_S3, _S5, _S7, _S9 = (_F(c) for c in SIN_POLY)
+_C2, _C4, _C6, _C8, _C10 = (_F(c) for c in COS_POLY)
+_ONE, _HALF, _MINUS_TWO, _MINUS_ONE = _F(1.0), _F(0.5), _F(-2.0), _F(-1.0)
+_LN2 = _F(math.log(2.0))
+# float32's bits: 1.0 and sqrt(1/2); the mantissa field
+_ONE_BITS, _SQRT_HALF_BITS, _MANTISSA = 0x3F800000, 0x3F3504F3, 0x007FFFFF
+_EXPONENT_BIAS = 127
+# the angle within a quadrant: psi = n pi 2^-24 for the odd n in (-2^22, 2^22), in [-pi/4, pi/4)
+_QUADRANT_SHIFT, _IN_QUADRANT = 22, (1 << 22) - 1
+_ANGLE_STEP = _F(math.pi * 2.0 ** -24)
 
 
 @jit
@@ -60,95 +79,113 @@ def _unit(w):
     return (float(np.int64(w >> _S11)) + 1.0) * TO_UNIT
 
 
-@jit
-def _half_unit(h):
-    # the fast path's uniform in [-1, 1): a half-word's high 24 bits as k 2^-23 - 1, exact in
-    # float64 (its low 8 bits choose the layer)
-    return float(np.int32(h >> _LAYER_BITS)) * HALF_SIGNED_UNIT - 1.0
+@jit(exact=True)
+def _radius(k):
+    """sqrt(-2 ln(k 2^-31)) in float32 for an int32 k >= 2^16: k 2^-31 = 2^e m, m in [sqrt(1/2), sqrt(2)),
+    from the bits of float32(k); then ln = e ln 2 + ln(1 + f), f = m - 1 (exact), by LOG_POLY."""
+    # adding 1.0's bits less sqrt(1/2)'s moves a mantissa at or above sqrt(2)'s into the next octave
+    bits = float32_bits(_F(k)) + (_ONE_BITS - _SQRT_HALF_BITS)
+    e = (bits >> 23) - (_EXPONENT_BIAS + 31)
+    f = bits_float32((bits & _MANTISSA) + _SQRT_HALF_BITS) - _ONE
+    ff = f * f
+    p = (((((_L6 * f + _L5) * f + _L4) * f + _L3) * f + _L2) * f + _L1) * f + _L0
+    ln_u = _F(np.int32(e)) * _LN2 + ((f - _HALF * ff) + ff * f * p)
+    return np.sqrt(_MINUS_TWO * ln_u)
+
+
+@jit(exact=True)
+def _slow_radius(key, c, k):
+    """The radius of a pair whose k < 2^16: u = (k + v) 2^-31 with v the 53-bit uniform of word 1 of
+    the pair's counter ``c``, its logarithm in float64; rounded to float32 as the fast path's is."""
+    u = (float(k) + _unit(_word(key, c, 1))) * 2.0 ** -31
+    return _F(math.sqrt(-2.0 * math.log(u)))
+
+
+@jit(exact=True)
+def _polar(a, r, zz, j):
+    """zz[2j], zz[2j+1] = r (cos, sin) of the angle ``a`` (24 bits): quadrant a >> 22, and within it
+    psi in [-pi/4, pi/4) where the two polynomials need no further reduction."""
+    quadrant = a >> _QUADRANT_SHIFT
+    psi = _F(np.int32(((a & _IN_QUADRANT) << 1) + 1 - (1 << _QUADRANT_SHIFT))) * _ANGLE_STEP
+    s2 = psi * psi
+    sin = psi + psi * s2 * (((_S9 * s2 + _S7) * s2 + _S5) * s2 + _S3)
+    cos = _ONE + s2 * ((((_C10 * s2 + _C8) * s2 + _C6) * s2 + _C4) * s2 + _C2)
+    # a quarter turn per quadrant: (cos, sin) -> (-sin, cos) -> (-cos, -sin) -> (sin, -cos)
+    odd = (quadrant & 1) != 0
+    x_sign = _MINUS_ONE if quadrant == 1 or quadrant == 2 else _ONE
+    y_sign = _MINUS_ONE if quadrant >= 2 else _ONE
+    zz[2 * j] = (r * x_sign) * (sin if odd else cos)
+    zz[2 * j + 1] = (r * y_sign) * (cos if odd else sin)
+
+
+@jit(exact=True)
+def _radii(kk, r, pairs):
+    for j in range(pairs):
+        r[j] = _radius(kk[j])
+
+
+@jit(exact=True)
+def _deviates(aa, r, zz, pairs):
+    for j in range(pairs):
+        _polar(aa[j], r[j], zz, j)
 
 
 @jit
-def _slow_normal(key, c, h, zig_fast, zig_f):
-    """The ~1.5% of draws outside the layers' rectangles: the wedge test or the tail, with the words
-    d = 1, 2, ... of the parameter's counter ``c`` (``h`` is the half-word that chose the layer and
-    failed the fast test)."""
-    d = 0
-    while True:
-        u = _half_unit(h)
-        i = int(h & _LAYER_MASK)
-        if abs(u) < zig_fast[i, 1]:
-            return u * zig_fast[i, 0]
-        if i == 0:
-            # the tail beyond R (Marsaglia 1964)
-            while True:
-                d += 1
-                x = math.log(_unit(_word(key, c, d))) / ZIG_R
-                d += 1
-                y = math.log(_unit(_word(key, c, d)))
-                if -2.0 * y >= x * x:
-                    return x - ZIG_R if u < 0.0 else ZIG_R - x
-        x = u * zig_fast[i, 0]
-        d += 1
-        # the wedge: a height uniform between the density at the layer's two edges, kept if it lies
-        # under the density at x (one exp; the edges' densities are tabled)
-        if zig_f[i + 1] + _unit(_word(key, c, d)) * (zig_f[i] - zig_f[i + 1]) < math.exp(-0.5 * x * x):
-            return x
-        d += 1
-        h = np.uint32(_word(key, c, d) & _LOW_HALF)
-
-
-@jit
-def _normals_chunk(key, t, P, first, z, halves, zig_fast, zig_f):
-    """z[q] = the deviate of parameter first + q at step t, for a block of P parameters (z at most
-    NOISE_CHUNK long, so that it and ``halves`` stay in L1): the words, then the fast path for
-    every draw (misses marked NaN, which no fast-path deviate is), then the misses by the slow path."""
-    n = z.shape[0]
-    odd = first & 1
+def _normals_chunk(key, t, P, first, n, kk, aa, r, zz):
+    """zz[(first & 1) + q] = the deviate of parameter first + q, q < n <= NOISE_CHUNK, at step t for a
+    block of P parameters: the words (scalar: 64-bit products), then the radii and the angles (each
+    one vectorised loop), then the rare pairs whose radius takes the slow path."""
+    pairs = ((first & 1) + n + 1) >> 1
     # SplitMix64: its state advances by GAMMA per counter; word 0 is the mixed state
-    c = key + (np.uint64(t) * np.uint64((P + 1) // 2) + np.uint64(first >> 1)) * GAMMA
-    for j in range((odd + n + 1) >> 1):
-        w = _mix(c)
-        c += GAMMA
-        halves[2 * j] = np.uint32(w & _LOW_HALF)
-        halves[2 * j + 1] = np.uint32(w >> _S32)
-    h = halves[odd:odd + n]
-    for q in range(n):
-        u = _half_unit(h[q])
-        i = h[q] & _LAYER_MASK
-        # z = u x_i inside layer i's rectangle
-        z[q] = u * zig_fast[i, 0] if abs(u) < zig_fast[i, 1] else np.nan
-    for q in range(n):
-        if z[q] != z[q]:
-            z[q] = _slow_normal(key, np.uint64(t) * np.uint64(P) + np.uint64(first + q), h[q], zig_fast, zig_f)
+    c0 = np.uint64(t) * np.uint64((P + 1) // 2) + np.uint64(first >> 1)
+    state = key + c0 * GAMMA
+    slow = 0
+    for j in range(pairs):
+        w = _mix(state)
+        state += GAMMA
+        k = np.int32(w >> _RADIUS_SHIFT)
+        kk[j] = k
+        aa[j] = np.int32((w >> _ANGLE_SHIFT) & _ANGLE_MASK)
+        slow += k < _K_FAST
+    _radii(kk, r, pairs)
+    if slow:
+        for j in range(pairs):
+            if kk[j] < _K_FAST:
+                r[j] = _slow_radius(key, c0 + np.uint64(j), kk[j])
+    _deviates(aa, r, zz, pairs)
 
 
 @jit
 def _normals_range(key, t, P, z, p0):
     """z[q] = the deviate of parameter p0 + q at step t, for a block of P parameters."""
-    halves = np.empty(NOISE_CHUNK + 2, np.uint32)
-    # the tables as ordinary arrays: indexing numba's frozen global constants measured ~1 ns slower a draw
-    zig_fast, zig_f = ZIG_FAST.copy(), ZIG_F.copy()
+    kk, aa = np.empty(_PAIRS, np.int32), np.empty(_PAIRS, np.int32)
+    r, zz = np.empty(_PAIRS, np.float32), np.empty(2 * _PAIRS, np.float32)
     for c0 in range(0, z.shape[0], NOISE_CHUNK):
-        _normals_chunk(key, t, P, p0 + c0, z[c0:min(c0 + NOISE_CHUNK, z.shape[0])], halves, zig_fast, zig_f)
+        n = min(NOISE_CHUNK, z.shape[0] - c0)
+        first = p0 + c0
+        _normals_chunk(key, t, P, first, n, kk, aa, r, zz)
+        odd = first & 1
+        for q in range(n):
+            z[c0 + q] = zz[odd + q]
 
 
 @jit
 def _noise_range(grad, std, key, t, m, rows, p0, p1):
     T = grad.dtype.type
-    # scratch for one chunk (12 KiB with the tables), not for the whole range: small enough that
-    # malloc serves it from its free lists without touching fresh pages each step
-    z = np.empty(NOISE_CHUNK, np.float64)
-    halves = np.empty(NOISE_CHUNK + 2, np.uint32)
-    zig_fast, zig_f = ZIG_FAST.copy(), ZIG_F.copy()
-    noise_scale = std / m
+    # scratch for one chunk, not for the whole range: small enough that malloc serves it from its
+    # free lists without touching fresh pages each step
+    kk, aa = np.empty(_PAIRS, np.int32), np.empty(_PAIRS, np.int32)
+    r, zz = np.empty(_PAIRS, np.float32), np.empty(2 * _PAIRS, np.float32)
+    # in the gradient's dtype: a float64 product here kept float32 gradients' loop 3x slower
+    noise_scale = T(std / m)
     rescale = T(m / rows) if rows > 0.0 else T(1.0)
     for c0 in range(p0, p1, NOISE_CHUNK):
         n = min(NOISE_CHUNK, p1 - c0)
-        zc, g = z[:n], grad[c0:c0 + n]
-        _normals_chunk(key, t, grad.shape[0], c0, zc, halves, zig_fast, zig_f)
+        _normals_chunk(key, t, grad.shape[0], c0, n, kk, aa, r, zz)
+        g, z = grad[c0:c0 + n], zz[c0 & 1:(c0 & 1) + n]
         for q in range(n):
             # g_p = (sum_i clip(g_p(i)) + std z_p(t)) / rows, given grad_p = sum_i clip(g_p(i)) / m
-            g[q] = (g[q] + T(noise_scale * zc[q])) * rescale
+            g[q] = (g[q] + noise_scale * T(z[q])) * rescale
 
 
 @jit(parallel=True)
@@ -201,7 +238,7 @@ def _normals_into(key, t, out):
 def gaussian_noise(key, t, n):
     """The standard normal deviates z_p(t), p = 0..n-1, that DP-SGD's step ``t`` adds (times its std)
     to N2's clipped sum over a block of ``n`` parameters: a pure function of (key, t, p).
-    key, t integers in [0, 2^53); -> (n,) float64."""
+    key, t integers in [0, 2^53); -> (n,) float64 (each a float32 value)."""
     key = _checks.integer("key", key, 0, 2 ** 53 - 1)
     t = _checks.integer("t", t, 0, 2 ** 53 - 1)
     out = np.empty(_checks.integer("n", n, 0), np.float64)

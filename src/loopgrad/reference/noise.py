@@ -1,18 +1,21 @@
 """DP-SGD's counter-based Gaussian noise in vector form (twin of ``loopgrad.kernels.noise``).
 
-The same words and the same ziggurat: the words and the fast path for every parameter at once,
-then the few draws that miss it one by one, with the kernel's scalar arithmetic.
+The same words and the same Box-Muller arithmetic in float32, operation for operation (NumPy
+rounds each one as the kernel, compiled without fastmath, does): every pair at once, then the
+few pairs whose radius takes the slow path one by one.
 """
 import math
 
 import numpy as np
 
 from .. import _checks
-from ..tables import (GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, HALF_SIGNED_UNIT, TO_UNIT, ZIG_F, ZIG_FAST,
-                      ZIG_BITS, ZIG_LAYERS, ZIG_R)
+from ..tables import (COS_POLY, GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, LOG_POLY, RADIUS_FAST_BITS, SIN_POLY,
+                      TO_UNIT)
 
 _D_STEP = np.uint64(0xD1B54A32D192ED03)
-_LOW_HALF = np.uint64(0xFFFFFFFF)
+_F = np.float32
+_LN2 = _F(math.log(2.0))
+_ANGLE_STEP = _F(math.pi * 2.0 ** -24)
 
 
 def _mix(z):
@@ -33,8 +36,34 @@ def _unit(w):
     return ((w >> np.uint64(11)).astype(np.float64) + 1.0) * TO_UNIT
 
 
-def _half_unit(h):
-    return (h >> np.uint64(ZIG_BITS)).astype(np.float64) * HALF_SIGNED_UNIT - 1.0
+def _horner(coefficients, x):
+    p = coefficients[-1]
+    for c in coefficients[-2::-1]:
+        p = p * x + c
+    return p
+
+
+def _radius(k):
+    """sqrt(-2 ln(k 2^-31)), float32, for int32 k >= 2^16 (the kernel's exponent/mantissa split)."""
+    bits = k.astype(np.float32).view(np.int32) + np.int32(0x3F800000 - 0x3F3504F3)
+    e = (bits >> 23) - np.int32(127 + 31)
+    f = ((bits & np.int32(0x007FFFFF)) + np.int32(0x3F3504F3)).view(np.float32) - _F(1.0)
+    ff = f * f
+    ln_u = e.astype(np.float32) * _LN2 + ((f - _F(0.5) * ff) + ff * f * _horner(LOG_POLY, f))
+    return np.sqrt(_F(-2.0) * ln_u)
+
+
+def _polar(a, r):
+    """The pairs r (cos, sin) of the 24-bit angles ``a``, as (pairs, 2) float32."""
+    quadrant = a >> 22
+    psi = ((((a & np.int32((1 << 22) - 1)) << 1) + 1 - (1 << 22)).astype(np.float32)) * _ANGLE_STEP
+    s2 = psi * psi
+    sin = psi + psi * s2 * _horner(SIN_POLY, s2)
+    cos = _F(1.0) + s2 * _horner(COS_POLY, s2)
+    odd = (quadrant & 1) != 0
+    x_sign = np.where((quadrant == 1) | (quadrant == 2), _F(-1.0), _F(1.0))
+    y_sign = np.where(quadrant >= 2, _F(-1.0), _F(1.0))
+    return np.stack([(r * x_sign) * np.where(odd, sin, cos), (r * y_sign) * np.where(odd, cos, sin)], axis=1)
 
 
 def _normals(key, t, P, p):
@@ -42,38 +71,17 @@ def _normals(key, t, P, p):
     # 1-element arrays, which wrap silently where scalar uint64 products would warn
     key, t, P = np.uint64(key), np.array([t], np.uint64), np.array([P], np.uint64)
     p = np.asarray(p, np.uint64)
-    w = _word(key, t * ((P + np.uint64(1)) // np.uint64(2)) + (p >> np.uint64(1)), 0)
-    h = np.where(p & np.uint64(1), w >> np.uint64(32), w & _LOW_HALF)
-    u = _half_unit(h)
-    i = (h & np.uint64(ZIG_LAYERS - 1)).astype(np.int64)
-    out = u * ZIG_FAST[i, 0]
-    for q in np.flatnonzero(~(np.abs(u) < ZIG_FAST[i, 1])):  # about 1.5% of draws
-        out[q] = _slow_normal(key, t * P + p[q:q + 1], h[q])
-    return out
-
-
-def _slow_normal(key, c, h):
-    """The kernel's slow path for one draw: counter ``c`` (1,) uint64, failed half-word ``h``."""
-    d = 0
-    while True:
-        u = _half_unit(np.array([h], np.uint64))[0]
-        i = int(h & np.uint64(ZIG_LAYERS - 1))
-        if abs(u) < ZIG_FAST[i, 1]:
-            return u * ZIG_FAST[i, 0]
-        if i == 0:
-            while True:
-                d += 1
-                x = math.log(_unit(_word(key, c, d))[0]) / ZIG_R
-                d += 1
-                y = math.log(_unit(_word(key, c, d))[0])
-                if -2.0 * y >= x * x:
-                    return x - ZIG_R if u < 0.0 else ZIG_R - x
-        x = u * ZIG_FAST[i, 0]
-        d += 1
-        if ZIG_F[i + 1] + _unit(_word(key, c, d))[0] * (ZIG_F[i] - ZIG_F[i + 1]) < math.exp(-0.5 * x * x):
-            return x
-        d += 1
-        h = _word(key, c, d)[0] & _LOW_HALF
+    pair, index = np.unique(p >> np.uint64(1), return_inverse=True)
+    c = t * ((P + np.uint64(1)) // np.uint64(2)) + pair
+    w = _word(key, c, 0)
+    k = (w >> np.uint64(33)).astype(np.int32)
+    a = ((w >> np.uint64(8)) & np.uint64(0xFFFFFF)).astype(np.int32)
+    slow = k < (1 << RADIUS_FAST_BITS)  # one pair in 32,768
+    r = _radius(np.where(slow, np.int32(1 << RADIUS_FAST_BITS), k))
+    for j in np.flatnonzero(slow):
+        u = (float(k[j]) + _unit(_word(key, c[j:j + 1], 1))[0]) * 2.0 ** -31
+        r[j] = _F(math.sqrt(-2.0 * math.log(u)))
+    return _polar(a, r)[index, (p & np.uint64(1)).astype(np.int64)].astype(np.float64)
 
 
 def gaussian_noise(key, t, n):
@@ -89,7 +97,7 @@ def _add_noise(grad, std, key, t, m, rows):
     T = grad.dtype.type
     z = gaussian_noise(key, t, grad.shape[0])
     rescale = T(m / rows) if rows > 0.0 else T(1.0)
-    return (grad + (std / m * z).astype(grad.dtype)) * rescale
+    return (grad + T(std / m) * z.astype(grad.dtype)) * rescale
 
 
 def _dp_noise(grad, noise_row, hyper, t, m):
