@@ -27,3 +27,15 @@ def test_fresh_process_steps(benchmark, case, request):
     print("\n" + bench_fresh.table(rows, peak))
     assert {r[0] for r in rows} >= {"loops", "loops-1t", "numpy"}
     assert all(math.isfinite(r[3]) and r[3] > 0 for r in rows)
+
+
+@pytest.mark.small
+def test_fresh_process_dp_ratio(benchmark, request):
+    """DP-SGD's step over the plain SGD step, each fresh process alternating rounds of the two (the
+    ratio of #14, 784-128-64-10, batch 64); the ratio and its range over processes in ``extra_info``."""
+    processes = 1 if request.config.getoption("--bench-sizes") == "small" else 5
+    result = benchmark.pedantic(bench_fresh.dp_ratio, kwargs={"processes": processes}, rounds=1, iterations=1)
+    benchmark.group = "fresh processes DP-SGD step / SGD step"
+    benchmark.extra_info.update({k: result[k] for k in ("ratio", "low", "high", "plain", "dp")})
+    print("\n" + bench_fresh.dp_table(result))
+    assert len(result["per_process"]) == processes and result["dp"] > 0 and result["plain"] > 0

@@ -250,6 +250,10 @@ def compile_times(dtype="float32"):
 
 
 def _cmd_bench(args):
+    if args.dp:
+        from . import bench_fresh
+        print(bench_fresh.dp_table(bench_fresh.dp_ratio(processes=args.processes)))
+        return 0
     if args.fresh:
         from . import bench_fresh
         peak = bench_fresh.sgemm_peak()
@@ -283,7 +287,11 @@ def register(sub):
     b.add_argument("--fresh", action="store_true",
                    help="instead: training steps of every runtime (loops on 2 and 1 threads, NumPy, PyTorch, JAX jit) "
                         "in several fresh processes each: median, spread, share of the sgemm peak")
-    b.add_argument("--processes", type=int, default=5, help="fresh processes per runtime with --fresh (default 5)")
+    b.add_argument("--dp", action="store_true",
+                   help="instead: DP-SGD's step over the plain SGD step (784-128-64-10, batch 64), alternating the "
+                        "two in each of several fresh processes")
+    b.add_argument("--processes", type=int, default=5,
+                   help="fresh processes per runtime with --fresh or --dp (default 5)")
     b.add_argument("--compile-time", action="store_true",
                    help="instead: time the main job and the first training step in new processes, cold and warm "
                         "kernel cache")

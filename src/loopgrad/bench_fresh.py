@@ -12,6 +12,12 @@ NumPy twin), ``torch`` (PyTorch eager, 2 threads) and ``jax`` (``jit`` of a ``la
 epoch's steps: value_and_grad and the SGD update, the fairest compiled rival), each where
 installed. ``sgemm_peak`` is NumPy's float32 1024^3 product, measured in a fresh process of the
 same run, so that steps can be given as a share of what the machine's BLAS reaches.
+
+``dp_ratio`` times DP-SGD's step (per-example clipping and the noise drawn in the step) against the
+plain SGD step on the same network. Each fresh process alternates rounds of the two, so that a
+drift of the machine's speed during the process falls on both alike, and reports the ratio of their
+median rounds; timing one after the other, as pytest-benchmark's groups do, leaves the ratio at the
+mercy of that drift.
 """
 import json
 import os
@@ -121,6 +127,50 @@ def _worker(runtime, sizes, batch):
     return seconds / _steps_per_epoch(batch) * 1e6
 
 
+DP_CASE = ([784, 128, 64, 10], 64)
+DP_ROUNDS, DP_STEPS = 40, 20
+
+
+def _dp_worker(sizes, batch):
+    """One fresh process: {plain, dp: median us per step over alternating rounds, ratio: dp / plain}."""
+    import time
+
+    from .bench_cli import step_case
+    from .optim import DPSGD, SGD
+
+    plain = step_case(sizes, batch, "float32", optimizer=SGD(LR))[0]
+    dp = step_case(sizes, batch, "float32", optimizer=DPSGD(LR, noise_multiplier=1.0))[0]
+    for step in (plain, dp):  # warm-up: compilation and caches
+        for _ in range(2 * DP_STEPS):
+            step()
+    rounds = {"plain": [], "dp": []}
+    for _ in range(DP_ROUNDS):
+        for name, step in (("plain", plain), ("dp", dp)):
+            t0 = time.perf_counter()
+            for _ in range(DP_STEPS):
+                step()
+            rounds[name].append((time.perf_counter() - t0) / DP_STEPS * 1e6)
+    out = {name: statistics.median(times) for name, times in rounds.items()}
+    return dict(out, ratio=out["dp"] / out["plain"])
+
+
+def dp_ratio(processes=5, case=DP_CASE):
+    """DP-SGD's step over the plain one in ``processes`` fresh processes: {ratio: median over processes,
+    low, high: their range, plain, dp: median us per step, per_process: each process's result}."""
+    runs = [_spawn(["dp", json.dumps(case[0]), str(case[1])]) for _ in range(processes)]
+    ratios = [r["ratio"] for r in runs]
+    return {"ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
+            "plain": statistics.median(r["plain"] for r in runs), "dp": statistics.median(r["dp"] for r in runs),
+            "per_process": runs}
+
+
+def dp_table(result, case=DP_CASE):
+    return (f"DP-SGD step over the plain SGD step ({'-'.join(map(str, case[0]))}, batch {case[1]}, float32, noise "
+            f"multiplier 1.0; {len(result['per_process'])} fresh processes, each alternating {DP_ROUNDS} rounds of "
+            f"{DP_STEPS} steps of each): {result['ratio']:.2f}x [{result['low']:.2f}-{result['high']:.2f}]; "
+            f"plain {result['plain']:.0f} us, DP {result['dp']:.0f} us per step (medians)")
+
+
 def _peak_worker():
     import time
 
@@ -188,5 +238,7 @@ def table(rows, peak):
 if __name__ == "__main__":
     if sys.argv[1] == "peak":
         print(json.dumps(_peak_worker()))
+    elif sys.argv[1] == "dp":
+        print(json.dumps(_dp_worker(json.loads(sys.argv[2]), int(sys.argv[3]))))
     else:
         print(json.dumps(_worker(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))))
