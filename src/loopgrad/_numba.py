@@ -6,7 +6,9 @@
   (``NUMBA_CACHE_DIR`` overrides both).
 * ``fastmath={"reassoc", "contract"}``: the two flags LLVM needs to vectorise a
   sum and to fuse multiply-adds. Never ``nnan``/``ninf``: NaN checks must keep
-  working, so the full ``fastmath=True`` is not used.
+  working, so the full ``fastmath=True`` is not used. ``jit(exact=True)`` drops even these for
+  the few kernels that must round as their NumPy twin does, operation for operation (DP-SGD's
+  noise: a fused multiply-add or a reordered sum would change its bits).
 * ``error_model="numpy"``: a division by zero gives inf/nan as NumPy does instead
   of raising, which also lets LLVM vectorise loops that divide.
 * ``parallel=True`` only for kernels whose ``prange`` index owns its outputs, so
@@ -192,20 +194,29 @@ def jit(fn=None, *, parallel=False, inline=False, exact=False):
     return compile_ if fn is None else compile_(fn)
 
 
-def _bitcasts():
-    """float32 <-> int32 reinterpretation of the same 32 bits (a log's exponent and mantissa), as
-    numba intrinsics that LLVM vectorises, or NumPy's ``view`` where the JIT is off."""
+def _bit_intrinsics():
+    """float32 <-> int32 reinterpretation of the same 32 bits (a log's exponent and mantissa), and an
+    int32 shift converted to float32, as numba intrinsics in 32-bit lanes that LLVM vectorises
+    (numba's own integer arithmetic widens to int64, which AVX2 converts to float only one lane at
+    a time); NumPy's ``view`` and int32 arithmetic where the JIT is off."""
     if config.DISABLE_JIT:
-        return (lambda x: np.float32(x).view(np.int32)), (lambda i: np.int32(i).view(np.float32))
+        return ((lambda x: np.float32(x).view(np.int32)), (lambda i: np.int32(i).view(np.float32)),
+                (lambda i, n: np.float32(np.int32(i) >> np.int32(n))))
     from llvmlite import ir
     from numba.core import types
     from numba.core.extending import intrinsic
+
+    int32 = ir.IntType(32)
+
+    def as_int32(builder, value, typ):
+        # numba widens int32 arithmetic to int64; the value fits 32 bits by the caller's contract
+        return value if typ.bitwidth == 32 else builder.trunc(value, int32)
 
     @intrinsic
     def float32_bits(typingctx, x):
         if x != types.float32:
             return None
-        return types.int32(types.float32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(32))
+        return types.int32(types.float32), lambda context, builder, sig, args: builder.bitcast(args[0], int32)
 
     @intrinsic
     def bits_float32(typingctx, i):
@@ -213,15 +224,24 @@ def _bitcasts():
             return None
 
         def codegen(context, builder, sig, args):
-            # numba widens int32 arithmetic to int64; the value fits 32 bits by the caller's contract
-            value = args[0] if i.bitwidth == 32 else builder.trunc(args[0], ir.IntType(32))
-            return builder.bitcast(value, ir.FloatType())
+            return builder.bitcast(as_int32(builder, args[0], i), ir.FloatType())
         return types.float32(i), codegen
 
-    return float32_bits, bits_float32
+    @intrinsic
+    def shift_to_float32(typingctx, i, n):
+        """float32(i >> n), i an int32 value, n a constant shift."""
+        if not isinstance(i, types.Integer) or not isinstance(n, types.IntegerLiteral):
+            return None
+
+        def codegen(context, builder, sig, args):
+            shifted = builder.ashr(as_int32(builder, args[0], i), ir.Constant(int32, n.literal_value))
+            return builder.sitofp(shifted, ir.FloatType())
+        return types.float32(i, n), codegen
+
+    return float32_bits, bits_float32, shift_to_float32
 
 
-float32_bits, bits_float32 = _bitcasts()
+float32_bits, bits_float32, shift_to_float32 = _bit_intrinsics()
 
 
 def _compile_layout():

@@ -46,10 +46,10 @@ def _horner(coefficients, x):
 def _radius(k):
     """sqrt(-2 ln(k 2^-31)), float32, for int32 k >= 2^16 (the kernel's exponent/mantissa split)."""
     bits = k.astype(np.float32).view(np.int32) + np.int32(0x3F800000 - 0x3F3504F3)
-    e = (bits >> 23) - np.int32(127 + 31)
+    e = (bits >> 23).astype(np.float32) - _F(127 + 31)
     f = ((bits & np.int32(0x007FFFFF)) + np.int32(0x3F3504F3)).view(np.float32) - _F(1.0)
     ff = f * f
-    ln_u = e.astype(np.float32) * _LN2 + ((f - _F(0.5) * ff) + ff * f * _horner(LOG_POLY, f))
+    ln_u = e * _LN2 + ((f - _F(0.5) * ff) + ff * f * _horner(LOG_POLY, f))
     return np.sqrt(_F(-2.0) * ln_u)
 
 
