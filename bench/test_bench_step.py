@@ -68,7 +68,9 @@ def test_digits_epoch(benchmark, impl):
 @pytest.mark.parametrize("optimizer", ["sgd", "dpsgd-clip-only", "dpsgd", "dpsgd-secure"])
 def test_dp_step(benchmark, optimizer):
     """DP-SGD's step beside the plain one (784-128-64-10, batch 64, float32): clipping through N1/N2,
-    then the noise drawn in the compiled step (counter-based), or from os.urandom in the secure mode."""
+    then the noise drawn in the compiled step (counter-based), or from os.urandom in the secure mode.
+    These groups run one after the other, so their ratio carries the machine's drift between them;
+    test_bench_fresh.py's test_fresh_process_dp_ratio alternates the two steps for the ratio itself."""
     from loopgrad.optim import DPSGD, SGD
     benchmark.group = "DP-SGD step 784-128-64-10 batch=64 float32"
     opt = {"sgd": lambda: SGD(0.01), "dpsgd-clip-only": lambda: DPSGD(0.01, noise_multiplier=0.0),
