@@ -90,6 +90,9 @@ def test_bench_dp_reports_the_ratio_from_fresh_processes(capsys):
     out = capsys.readouterr().out
     ratio, low, high = re.search(r"(\d+\.\d+)x \[(\d+\.\d+)-(\d+\.\d+)\]", out).groups()
     assert "2 fresh processes" in out and float(low) <= float(ratio) <= float(high)
+    for flag in ("--dp", "--fresh"):
+        assert main(["bench", flag, "--processes", "0"]) == 2
+        assert "processes: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_cold_start_fills_the_cache_and_a_warm_start_only_reads_it(tmp_path):

@@ -157,7 +157,9 @@ def _dp_worker(sizes, batch):
 def dp_ratio(processes=5, case=DP_CASE):
     """DP-SGD's step over the plain one in ``processes`` fresh processes: {ratio: median over processes,
     low, high: their range, plain, dp: median us per step, per_process: each process's result}."""
-    runs = [_spawn(["dp", json.dumps(case[0]), str(case[1])]) for _ in range(processes)]
+    from ._checks import integer
+
+    runs = [_spawn(["dp", json.dumps(case[0]), str(case[1])]) for _ in range(integer("processes", processes, 1))]
     ratios = [r["ratio"] for r in runs]
     return {"ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
             "plain": statistics.median(r["plain"] for r in runs), "dp": statistics.median(r["dp"] for r in runs),
@@ -210,6 +212,9 @@ def sgemm_peak():
 
 def measure(cases=CASES, processes=5, runtimes=RUNTIMES):
     """[(runtime, sizes, batch, median us/step, spread max/min, GFLOP/s)] over ``processes`` fresh processes each."""
+    from ._checks import integer
+
+    processes = integer("processes", processes, 1)
     rows = []
     for sizes, batch in cases:
         for runtime in runtimes:
