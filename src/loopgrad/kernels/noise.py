@@ -39,7 +39,7 @@ _D_STEP = np.uint64(0xD1B54A32D192ED03)
 # a word's radius bits (its high 31) and angle bits (8..31)
 _RADIUS_SHIFT, _ANGLE_SHIFT, _ANGLE_MASK = np.uint64(33), np.uint64(8), np.uint64(0xFFFFFF)
 _K_FAST = 1 << RADIUS_FAST_BITS
-# Deviates drawn per round of a range: its scratch (about 8 KiB) stays in L1.
+# Deviates drawn per round of a range: its scratch (about 10 KiB) stays in L1.
 NOISE_CHUNK = 1024
 _PAIRS = NOISE_CHUNK // 2 + 1
 
