@@ -58,6 +58,11 @@ N_HYPER = 11
 # The radius sqrt(-2 ln u): u = k 2^-31 from the word's high 31 bits k; where k < 2^RADIUS_FAST_BITS
 # (u below 2^-15, a radius beyond 4.56) the slow path extends u with 53 more bits of a second word.
 RADIUS_FAST_BITS = 16
+# The word's layout: the radius's k is its high 31 bits (the word >> RADIUS_SHIFT), the angle the 24
+# bits from ANGLE_SHIFT: 2 of quadrant (angle >> QUADRANT_SHIFT), 22 within the quadrant.
+RADIUS_SHIFT, ANGLE_SHIFT, ANGLE_MASK, QUADRANT_SHIFT = 33, 8, (1 << 24) - 1, 22
+# float32's bits: 1.0 and sqrt(1/2), the mantissa field, the exponent's bias
+FLOAT32_ONE_BITS, FLOAT32_SQRT_HALF_BITS, FLOAT32_MANTISSA, FLOAT32_BIAS = 0x3F800000, 0x3F3504F3, 0x007FFFFF, 127
 # ln(1 + f) = f - f^2/2 + f^3 P(f) for f in [sqrt(1/2) - 1, sqrt(2) - 1): P's coefficients, lowest
 # first, a least-squares fit in relative error rounded to float32 (within 1.6 ulp of ln(1 + f)).
 LOG_POLY = np.array([0.33333972096443176, -0.250009685754776, 0.19960595667362213, -0.16587945818901062,

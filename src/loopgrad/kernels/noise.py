@@ -30,14 +30,14 @@ import numpy as np
 from .. import _checks
 from .._numba import FIRST, bits_float32, float32_bits, jit, prange, shift_to_float32
 from .optim import PARAM_BLOCK, SERIAL_PARAMS  # the parameter block's one fixed partition into tasks
-from ..tables import (COS_POLY, GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, LOG_POLY, RADIUS_FAST_BITS, SIN_POLY,
-                      TO_UNIT)
+from ..tables import (ANGLE_MASK, ANGLE_SHIFT, COS_POLY, FLOAT32_BIAS, FLOAT32_MANTISSA, FLOAT32_ONE_BITS,
+                      FLOAT32_SQRT_HALF_BITS, GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, LOG_POLY, QUADRANT_SHIFT,
+                      RADIUS_FAST_BITS, RADIUS_SHIFT, SIN_POLY, TO_UNIT)
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 _D_STEP = np.uint64(0xD1B54A32D192ED03)
-# a word's radius bits (its high 31) and angle bits (8..31)
-_RADIUS_SHIFT, _ANGLE_SHIFT, _ANGLE_MASK = np.uint64(33), np.uint64(8), np.uint64(0xFFFFFF)
+_RADIUS_SHIFT, _ANGLE_SHIFT, _ANGLE_MASK = np.uint64(RADIUS_SHIFT), np.uint64(ANGLE_SHIFT), np.uint64(ANGLE_MASK)
 _K_FAST = 1 << RADIUS_FAST_BITS
 # Deviates drawn per round of a range: its scratch (about 10 KiB) stays in L1.
 NOISE_CHUNK = 1024
@@ -49,11 +49,8 @@ _S3, _S5, _S7, _S9 = (_F(c) for c in SIN_POLY)
 _C2, _C4, _C6, _C8, _C10 = (_F(c) for c in COS_POLY)
 _ONE, _HALF, _MINUS_TWO, _MINUS_ONE = _F(1.0), _F(0.5), _F(-2.0), _F(-1.0)
 _LN2 = _F(math.log(2.0))
-# float32's bits: 1.0 and sqrt(1/2); the mantissa field
-_ONE_BITS, _SQRT_HALF_BITS, _MANTISSA = 0x3F800000, 0x3F3504F3, 0x007FFFFF
-_EXPONENT_BIAS = 127
 # the angle within a quadrant: psi = n pi 2^-24 for the odd n in (-2^22, 2^22), in [-pi/4, pi/4)
-_QUADRANT_SHIFT, _IN_QUADRANT = 22, (1 << 22) - 1
+_IN_QUADRANT = (1 << QUADRANT_SHIFT) - 1
 _ANGLE_STEP = _F(math.pi * 2.0 ** -24)
 
 
@@ -84,11 +81,11 @@ def _radius(k):
     """sqrt(-2 ln(k 2^-31)) in float32 for an int32 k >= 2^16: k 2^-31 = 2^e m, m in [sqrt(1/2), sqrt(2)),
     from the bits of float32(k); then ln = e ln 2 + ln(1 + f), f = m - 1 (exact), by LOG_POLY."""
     # adding 1.0's bits less sqrt(1/2)'s moves a mantissa at or above sqrt(2)'s into the next octave
-    bits = float32_bits(_F(k)) + (_ONE_BITS - _SQRT_HALF_BITS)
+    bits = float32_bits(_F(k)) + (FLOAT32_ONE_BITS - FLOAT32_SQRT_HALF_BITS)
     # the exponent less float32's bias and the 31 of 2^-31 (exact in float32); shifted in 32-bit
     # lanes, a third cheaper than through numba's int64
-    e = shift_to_float32(bits, 23) - _F(_EXPONENT_BIAS + 31)
-    f = bits_float32((bits & _MANTISSA) + _SQRT_HALF_BITS) - _ONE
+    e = shift_to_float32(bits, 23) - _F(FLOAT32_BIAS + 31)
+    f = bits_float32((bits & FLOAT32_MANTISSA) + FLOAT32_SQRT_HALF_BITS) - _ONE
     ff = f * f
     p = (((((_L6 * f + _L5) * f + _L4) * f + _L3) * f + _L2) * f + _L1) * f + _L0
     ln_u = e * _LN2 + ((f - _HALF * ff) + ff * f * p)
@@ -107,8 +104,8 @@ def _slow_radius(key, c, k):
 def _polar(a, r, zz, j):
     """zz[2j], zz[2j+1] = r (cos, sin) of the angle ``a`` (24 bits): quadrant a >> 22, and within it
     psi in [-pi/4, pi/4) where the two polynomials need no further reduction."""
-    quadrant = a >> _QUADRANT_SHIFT
-    psi = _F(np.int32(((a & _IN_QUADRANT) << 1) + 1 - (1 << _QUADRANT_SHIFT))) * _ANGLE_STEP
+    quadrant = a >> QUADRANT_SHIFT
+    psi = _F(np.int32(((a & _IN_QUADRANT) << 1) + 1 - (1 << QUADRANT_SHIFT))) * _ANGLE_STEP
     s2 = psi * psi
     sin = psi + psi * s2 * (((_S9 * s2 + _S7) * s2 + _S5) * s2 + _S3)
     cos = _ONE + s2 * ((((_C10 * s2 + _C8) * s2 + _C6) * s2 + _C4) * s2 + _C2)
@@ -158,10 +155,17 @@ def _normals_chunk(key, t, P, first, n, kk, aa, r, zz):
 
 
 @jit
+def _chunk_scratch():
+    """_normals_chunk's scratch (k, angle bits, radii, deviates) for one chunk, not a whole range:
+    small enough that malloc serves it from its free lists without touching fresh pages each step."""
+    return (np.empty(_PAIRS, np.int32), np.empty(_PAIRS, np.int32), np.empty(_PAIRS, np.float32),
+            np.empty(2 * _PAIRS, np.float32))
+
+
+@jit
 def _normals_range(key, t, P, z, p0):
     """z[q] = the deviate of parameter p0 + q at step t, for a block of P parameters."""
-    kk, aa = np.empty(_PAIRS, np.int32), np.empty(_PAIRS, np.int32)
-    r, zz = np.empty(_PAIRS, np.float32), np.empty(2 * _PAIRS, np.float32)
+    kk, aa, r, zz = _chunk_scratch()
     for c0 in range(0, z.shape[0], NOISE_CHUNK):
         n = min(NOISE_CHUNK, z.shape[0] - c0)
         first = p0 + c0
@@ -174,10 +178,7 @@ def _normals_range(key, t, P, z, p0):
 @jit
 def _noise_range(grad, std, key, t, m, rows, p0, p1):
     T = grad.dtype.type
-    # scratch for one chunk, not for the whole range: small enough that malloc serves it from its
-    # free lists without touching fresh pages each step
-    kk, aa = np.empty(_PAIRS, np.int32), np.empty(_PAIRS, np.int32)
-    r, zz = np.empty(_PAIRS, np.float32), np.empty(2 * _PAIRS, np.float32)
+    kk, aa, r, zz = _chunk_scratch()
     # in the gradient's dtype: a float64 product here kept float32 gradients' loop 3x slower
     noise_scale = T(std / m)
     rescale = T(m / rows) if rows > 0.0 else T(1.0)

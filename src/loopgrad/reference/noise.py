@@ -9,8 +9,9 @@ import math
 import numpy as np
 
 from .. import _checks
-from ..tables import (COS_POLY, GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, LOG_POLY, RADIUS_FAST_BITS, SIN_POLY,
-                      TO_UNIT)
+from ..tables import (ANGLE_MASK, ANGLE_SHIFT, COS_POLY, FLOAT32_BIAS, FLOAT32_MANTISSA, FLOAT32_ONE_BITS,
+                      FLOAT32_SQRT_HALF_BITS, GAMMA, H_MEAN_ROWS, H_NOISE_KEY, H_NOISE_STD, LOG_POLY, QUADRANT_SHIFT,
+                      RADIUS_FAST_BITS, RADIUS_SHIFT, SIN_POLY, TO_UNIT)
 
 _D_STEP = np.uint64(0xD1B54A32D192ED03)
 _F = np.float32
@@ -45,9 +46,9 @@ def _horner(coefficients, x):
 
 def _radius(k):
     """sqrt(-2 ln(k 2^-31)), float32, for int32 k >= 2^16 (the kernel's exponent/mantissa split)."""
-    bits = k.astype(np.float32).view(np.int32) + np.int32(0x3F800000 - 0x3F3504F3)
-    e = (bits >> 23).astype(np.float32) - _F(127 + 31)
-    f = ((bits & np.int32(0x007FFFFF)) + np.int32(0x3F3504F3)).view(np.float32) - _F(1.0)
+    bits = k.astype(np.float32).view(np.int32) + np.int32(FLOAT32_ONE_BITS - FLOAT32_SQRT_HALF_BITS)
+    e = (bits >> 23).astype(np.float32) - _F(FLOAT32_BIAS + 31)
+    f = ((bits & np.int32(FLOAT32_MANTISSA)) + np.int32(FLOAT32_SQRT_HALF_BITS)).view(np.float32) - _F(1.0)
     ff = f * f
     ln_u = e * _LN2 + ((f - _F(0.5) * ff) + ff * f * _horner(LOG_POLY, f))
     return np.sqrt(_F(-2.0) * ln_u)
@@ -55,8 +56,9 @@ def _radius(k):
 
 def _polar(a, r):
     """The pairs r (cos, sin) of the 24-bit angles ``a``, as (pairs, 2) float32."""
-    quadrant = a >> 22
-    psi = ((((a & np.int32((1 << 22) - 1)) << 1) + 1 - (1 << 22)).astype(np.float32)) * _ANGLE_STEP
+    quadrant = a >> QUADRANT_SHIFT
+    n = ((a & np.int32((1 << QUADRANT_SHIFT) - 1)) << 1) + 1 - (1 << QUADRANT_SHIFT)  # odd, in (-2^22, 2^22)
+    psi = n.astype(np.float32) * _ANGLE_STEP
     s2 = psi * psi
     sin = psi + psi * s2 * _horner(SIN_POLY, s2)
     cos = _F(1.0) + s2 * _horner(COS_POLY, s2)
@@ -74,8 +76,8 @@ def _normals(key, t, P, p):
     pair, index = np.unique(p >> np.uint64(1), return_inverse=True)
     c = t * ((P + np.uint64(1)) // np.uint64(2)) + pair
     w = _word(key, c, 0)
-    k = (w >> np.uint64(33)).astype(np.int32)
-    a = ((w >> np.uint64(8)) & np.uint64(0xFFFFFF)).astype(np.int32)
+    k = (w >> np.uint64(RADIUS_SHIFT)).astype(np.int32)
+    a = ((w >> np.uint64(ANGLE_SHIFT)) & np.uint64(ANGLE_MASK)).astype(np.int32)
     slow = k < (1 << RADIUS_FAST_BITS)  # one pair in 32,768
     r = _radius(np.where(slow, np.int32(1 << RADIUS_FAST_BITS), k))
     for j in np.flatnonzero(slow):
