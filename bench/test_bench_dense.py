@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from loopgrad.bench_cli import dense_products, product_scratch
+from loopgrad.bench_cli import dense_products
 from conftest import DENSE_SIZES, sized, torch_or_skip
 
 
@@ -28,9 +28,8 @@ def test_dense(benchmark, kernel, impl, size, dtype, rng):
     m, n_in, n_out = size
     loops, numpy, torch_fn, out_shape, n_terms = KERNELS[kernel]
     A, W, b, dZ = _data(rng, m, n_in, n_out, dtype)
-    scratch = product_scratch(m, n_in, n_out, dtype)  # outside the timed call, as the fused step has it
     expect = np.empty(out_shape(m, n_in, n_out), dtype)
-    numpy(A, W, b, dZ, expect, scratch)
+    numpy(A, W, b, dZ, expect)
     benchmark.group = f"dense {kernel} {dtype.name} m={m} n_in={n_in} n_out={n_out}"
     benchmark.extra_info["gflop"] = 2 * m * n_in * n_out / 1e9
     if impl == "torch":
@@ -41,9 +40,9 @@ def test_dense(benchmark, kernel, impl, size, dtype, rng):
     else:
         out = np.empty_like(expect)
         fn = loops if impl == "loops" else numpy
-        fn(A, W, b, dZ, out, scratch)
+        fn(A, W, b, dZ, out)
         got = out
-        run = lambda: fn(A, W, b, dZ, out, scratch)  # noqa: E731
+        run = lambda: fn(A, W, b, dZ, out)  # noqa: E731
     assert np.abs(got - expect).max() <= _tol(dtype, n_terms(m, n_in, n_out)) * max(1.0, np.abs(expect).max())
     benchmark(run)
 
@@ -63,9 +62,8 @@ def test_dense_in_company(benchmark, company, rng):
     m, n_in, n_out = 256, 784, 256
     loops, numpy, _, out_shape, n_terms = KERNELS["forward"]
     A, W, b, dZ = _data(rng, m, n_in, n_out, np.dtype("float32"))
-    scratch = product_scratch(m, n_in, n_out, np.float32)
     out, expect = np.empty((m, n_out), np.float32), np.empty((m, n_out), np.float32)
-    numpy(A, W, b, dZ, expect, scratch)
+    numpy(A, W, b, dZ, expect)
     benchmark.group = "dense forward F1 float32 256x784x256 in company of NumPy's BLAS"
     limit = threadpool_limits(1, user_api="blas") if company.endswith("1-thread") else contextlib.nullcontext()
 
@@ -75,6 +73,6 @@ def test_dense_in_company(benchmark, company, rng):
 
     scratch_product = np.empty((m, n_out), np.float32)
     with limit:
-        loops(A, W, b, dZ, out, scratch)
+        loops(A, W, b, dZ, out)
         assert np.abs(out - A @ W - b).max() <= _tol(np.float32, n_terms(m, n_in, n_out)) * np.abs(out).max()
-        benchmark.pedantic(lambda: loops(A, W, b, dZ, out, scratch), setup=setup, rounds=200, warmup_rounds=5)
+        benchmark.pedantic(lambda: loops(A, W, b, dZ, out), setup=setup, rounds=200, warmup_rounds=5)

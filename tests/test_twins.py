@@ -35,11 +35,12 @@ def test_textbook_loops_match_the_tuned_kernels(name, m, n_in, n_out, dtype, see
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 3), (5, 1, 1), (3, 4, 1),
-                                   # across the kernels' switches: dot-form forward from m = 64 (DOT_FORWARD_ROWS),
-                                   # threads from 2^18 multiply-adds (SERIAL_WORK), 4 x 4 blocks with remainders
+                                   # across the kernels' switches: threads from 2^18 multiply-adds (SERIAL_WORK),
+                                   # 6-row and 4 x 4 blocks and vectors of 8 and 4 lanes with remainders
                                    (63, 9, 5), (64, 9, 5), (67, 33, 70), (130, 40, 30), (257, 70, 9),
                                    (2, 300, 250),  # optimizer blocks run in parallel from 2^16 parameters
-                                   (1100, 5, 3), (2100, 20, 10)])  # B2 sums chunks of 1024 examples
+                                   (1100, 5, 3), (2100, 20, 10),  # B2 sums over k in chunks of 256 (K_CHUNK)
+                                   (40, 600, 17)])
 def test_edge_shapes(name, shape):
     for dtype in ("float32", "float64"):
         for layout in LAYOUTS:
@@ -94,6 +95,25 @@ def test_tuned_products_match_their_naive_forms(nt_rows, m, k, n, dtype, acc, se
     _gemm.nt_rows_naive(X, BT, C2, i0, m, acc)
     assert np.abs(C1 - C2).max() <= tol + 4 * np.finfo(dtype).eps * np.abs(C2).max()
     assert (C1[:i0] == C2[:i0]).all()  # rows outside the range are left alone
+
+
+@given(m=dims, k=st.integers(1, 3 * _gemm.K_CHUNK), n=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
+       transposed=st.booleans(), seed=st.integers(0, 2**16))
+def test_outer_product_form_matches_its_naive_form(m, k, n, dtype, transposed, seed):
+    """``nn_rows`` (the vector-IR block of ``_numba.outer_block``) against the triple loop: sums longer
+    than one chunk of k (K_CHUNK), X read through a transposed view as B2 reads A_prev, every number
+    of 6-row blocks and of 8- or 4-lane vectors with their remainders, rows outside [i0, m) untouched.
+    Tolerance: 4 eps(dtype) k max_ij (|X| |B|)_ij, the bound of a k-term sum in any order."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((k, m)).astype(dtype).T if transposed else rng.standard_normal((m, k)).astype(dtype)
+    B = rng.standard_normal((k, n)).astype(dtype)
+    i0 = int(rng.integers(0, m))
+    C1 = rng.standard_normal((m, n)).astype(dtype)
+    C2 = C1.copy()
+    _gemm.nn_rows(X, B, C1, i0, m)
+    _gemm.nn_rows_naive(X, B, C2, i0, m)
+    assert np.abs(C1 - C2).max() <= 4 * np.finfo(dtype).eps * k * (np.abs(X) @ np.abs(B)).max()
+    assert (C1[:i0] == C2[:i0]).all()
 
 
 def test_kernels_reject_mixed_or_bad_dtypes(rng):

@@ -153,21 +153,21 @@ def _build_here(dtype):
     vec, mat, i8, f8 = T[::1], T[:, ::1], types.int64, types.float64
     net = (types.int64[:, ::1], i8, vec, vec, vec)
     update = (i8, f8[::1], mat)
-    buf = (vec, types.int64[:, ::1], i8, vec, vec, vec, vec, vec, vec, vec)
+    buf = (vec, types.int64[:, ::1], i8, vec, vec, vec, vec)
 
     def train_epoch(layers, loss, theta, grad, decay, code, hyper, state, work, slots, rows, y, losses, norms,
-                    weights, wt, at, dzt, X, Y, W, order, batch_size, t0, noise, stop):
+                    weights, X, Y, W, order, batch_size, t0, noise, stop):
         return network.train_epoch_into(layout.Net(layers, loss, theta, grad, decay),
-                                        layout.Buffers(work, slots, rows, y, losses, norms, weights, wt, at, dzt),
+                                        layout.Buffers(work, slots, rows, y, losses, norms, weights),
                                         X, Y, W, order, batch_size, layout.Update(code, hyper, state), t0, noise, stop)
 
-    def forward(layers, loss, theta, grad, decay, work, slots, rows, y, losses, norms, weights, wt, at, dzt, m):
+    def forward(layers, loss, theta, grad, decay, work, slots, rows, y, losses, norms, weights, m):
         network.forward_into(layout.Net(layers, loss, theta, grad, decay),
-                             layout.Buffers(work, slots, rows, y, losses, norms, weights, wt, at, dzt), m)
+                             layout.Buffers(work, slots, rows, y, losses, norms, weights), m)
 
-    def cost(layers, loss, theta, grad, decay, work, slots, rows, y, losses, norms, weights, wt, at, dzt, m):
+    def cost(layers, loss, theta, grad, decay, work, slots, rows, y, losses, norms, weights, m):
         return network.cost(layout.Net(layers, loss, theta, grad, decay),
-                            layout.Buffers(work, slots, rows, y, losses, norms, weights, wt, at, dzt), m)
+                            layout.Buffers(work, slots, rows, y, losses, norms, weights), m)
 
     os.makedirs(folder(), exist_ok=True)
     target = path(dtype)

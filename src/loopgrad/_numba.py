@@ -243,6 +243,106 @@ def _bit_intrinsics():
 
 float32_bits, bits_float32, shift_to_float32 = _bit_intrinsics()
 
+# Lanes of the vectors ``outer_block`` works in: 256 bits, AVX2's registers (LLVM splits them where a
+# CPU has narrower ones, and keeps them where it has wider).
+VECTOR_BITS = 256
+
+
+def _outer_block_intrinsic():
+    """``outer_block(X, B, C, i, j, k0, k1, add, R, NV)``: the register block of the matrix product
+    C[i + r, j:j + NV * w] (+)= sum_{k0 <= k < k1} X[i + r, k] * B[k, j:j + NV * w] for r < R, where
+    w = VECTOR_BITS / the dtype's bits (8 float32, 4 float64), R in 1..6 and NV in 1..2 constants.
+
+    Written in LLVM vector IR because numba's loops leave the block to LLVM's vectorisers, which on
+    AVX2 spill the 4 x 4 axpy form's 16 broadcasts and 4 rows of C out of 16 registers. Here the
+    R * NV accumulators, NV vectors of B's row k and one broadcast of X[i + r, k] take at most 15
+    registers (R = 6, NV = 2), and each k costs one multiply-add per accumulator. Every element's sum
+    runs over k in order, so the result does not depend on the thread that runs the block. ``add``
+    adds to C instead of overwriting it (a later chunk of k). With the JIT off, NumPy computes the
+    same block.
+    """
+    if config.DISABLE_JIT:
+        def outer_block(X, B, C, i, j, k0, k1, add, R, NV):
+            w = VECTOR_BITS // (8 * C.itemsize)
+            cols = slice(j, j + NV * w)
+            block = X[i:i + R, k0:k1] @ B[k0:k1, cols]
+            C[i:i + R, cols] = C[i:i + R, cols] + block if add else block
+        return outer_block
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.core.extending import intrinsic
+
+    i64 = ir.IntType(64)
+    i8p = ir.IntType(8).as_pointer()
+
+    @intrinsic
+    def outer_block(typingctx, X, B, C, i, j, k0, k1, add, R, NV):
+        arrays = (X, B, C)
+        if not all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == C.dtype for a in arrays):
+            return None
+        if C.dtype not in (types.float32, types.float64):
+            return None
+        if not (isinstance(R, types.IntegerLiteral) and isinstance(NV, types.IntegerLiteral)):
+            return None
+        if not isinstance(add, types.Boolean):
+            return None
+        rows, nvec = R.literal_value, NV.literal_value
+        if not (1 <= rows <= 6 and 1 <= nvec <= 2):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x, b, c, i_, j_, k0_, k1_, add_ = args[:8]
+            fty = context.get_value_type(C.dtype)
+            size = C.dtype.bitwidth // 8
+            w = VECTOR_BITS // C.dtype.bitwidth
+            vty = ir.VectorType(fty, w)
+            name = f"llvm.fmuladd.v{w}f{C.dtype.bitwidth}"
+            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+
+            def parts(aty, value):
+                a = context.make_array(aty)(context, builder, value)
+                s0, s1 = cgutils.unpack_tuple(builder, a.strides, 2)
+                return builder.bitcast(a.data, i8p), s0, s1
+
+            def at(array, r, col, ty):
+                base, s0, s1 = array
+                offset = builder.add(builder.mul(r, s0), builder.mul(col, s1))  # strides are in bytes
+                return builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
+
+            xp, bp, cp = parts(X, x), parts(B, b), parts(C, c)
+            row = [builder.add(i_, ir.Constant(i64, r)) for r in range(rows)]
+            col = [builder.add(j_, ir.Constant(i64, h * w)) for h in range(nvec)]
+            # accumulators in stack slots, which LLVM promotes to registers
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in range(nvec)]
+                   for _ in range(rows)]
+            lane0 = ir.Constant(ir.IntType(32), 0)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), w), [0] * w)
+            undef = ir.Constant(vty, ir.Undefined)
+            with cgutils.for_range_slice(builder, k0_, k1_, ir.Constant(i64, 1)) as (k, _):
+                bk = [builder.load(at(bp, k, col[h], vty), align=size) for h in range(nvec)]
+                for r in range(rows):
+                    xk = builder.load(at(xp, row[r], k, fty))
+                    xs = builder.shuffle_vector(builder.insert_element(undef, xk, lane0), undef, splat)
+                    for h in range(nvec):
+                        # C[i+r, j+h*w : j+(h+1)*w] += X[i+r,k] * B[k, j+h*w : j+(h+1)*w]
+                        builder.store(builder.call(fmuladd, [xs, bk[h], builder.load(acc[r][h])]), acc[r][h])
+            for r in range(rows):
+                for h in range(nvec):
+                    ptr = at(cp, row[r], col[h], vty)
+                    total = builder.load(acc[r][h])
+                    with builder.if_else(add_) as (then, otherwise):
+                        with then:
+                            builder.store(builder.fadd(total, builder.load(ptr, align=size)), ptr, align=size)
+                        with otherwise:
+                            builder.store(total, ptr, align=size)
+            return context.get_dummy_value()
+        return types.void(X, B, C, i, j, k0, k1, add, R, NV), codegen
+
+    return outer_block
+
+
+outer_block = _outer_block_intrinsic()
+
 
 def _compile_layout():
     """Compile ``layout``'s views for compiled code in place (they are plain functions until now, so

@@ -36,22 +36,21 @@ def _torch():
 def dense_products():
     """The three products of a dense layer, for ``loopgrad bench`` and ``bench/`` alike:
     name -> (loops, numpy, torch, output shape, terms per sum). ``loops`` and ``numpy`` take
-    (A, W, b, dZ, out, scratch) and write ``out``; ``scratch`` is a ``layout.Buffers`` made by the
-    caller outside the timed call; ``torch`` takes (torch, A, W, b, dZ) tensors.
+    (A, W, b, dZ, out) and write ``out``; ``torch`` takes (torch, A, W, b, dZ) tensors.
 
     The loops are the in-place variants that the fused step runs (no allocation inside the timed
     call), so this module, alone outside ``loopgrad.kernels``, names them."""
     from .kernels.dense import _dense_act_forward_into, _input_grad_act_into, _weight_grad_into
 
     return {
-        "forward": (lambda A, W, b, dZ, out, s: _dense_act_forward_into(A, W, b, -1, out, out, s.wt),
-                    lambda A, W, b, dZ, out, s: np.add(np.matmul(A, W, out=out), b, out=out),
+        "forward": (lambda A, W, b, dZ, out: _dense_act_forward_into(A, W, b, -1, out, out),
+                    lambda A, W, b, dZ, out: np.add(np.matmul(A, W, out=out), b, out=out),
                     lambda t, A, W, b, dZ: t.addmm(b, A, W), lambda m, i, o: (m, o), lambda m, i, o: i),
-        "dW": (lambda A, W, b, dZ, out, s: _weight_grad_into(A, dZ, out, s.at, s.dzt),
-               lambda A, W, b, dZ, out, s: np.divide(np.matmul(A.T, dZ, out=out), A.shape[0], out=out),
+        "dW": (lambda A, W, b, dZ, out: _weight_grad_into(A, dZ, out),
+               lambda A, W, b, dZ, out: np.divide(np.matmul(A.T, dZ, out=out), A.shape[0], out=out),
                lambda t, A, W, b, dZ: (A.T @ dZ) / A.shape[0], lambda m, i, o: (i, o), lambda m, i, o: m),
-        "dA_prev": (lambda A, W, b, dZ, out, s: _input_grad_act_into(dZ, W, -1, A, A, out),
-                    lambda A, W, b, dZ, out, s: np.matmul(dZ, W.T, out=out),
+        "dA_prev": (lambda A, W, b, dZ, out: _input_grad_act_into(dZ, W, -1, A, A, out),
+                    lambda A, W, b, dZ, out: np.matmul(dZ, W.T, out=out),
                     lambda t, A, W, b, dZ: dZ @ W.T, lambda m, i, o: (m, i), lambda m, i, o: o),
     }
 
@@ -66,12 +65,11 @@ def run(dtype="float32", quick=False):
         W = rng.standard_normal((n_in, n_out)).astype(dtype)
         b = rng.standard_normal(n_out).astype(dtype)
         dZ = rng.standard_normal((m, n_out)).astype(dtype)
-        scratch = product_scratch(m, n_in, n_out, dtype)
         flop = 2.0 * m * n_in * n_out
         for name, (loops, numpy, tfn, out_shape, _) in cases.items():
             out = np.empty(out_shape(m, n_in, n_out), dtype)
-            t_l = _median_seconds(lambda: loops(A, W, b, dZ, out, scratch))
-            t_n = _median_seconds(lambda: numpy(A, W, b, dZ, out, scratch))
+            t_l = _median_seconds(lambda: loops(A, W, b, dZ, out))
+            t_n = _median_seconds(lambda: numpy(A, W, b, dZ, out))
             t_t = None
             if torch is not None:
                 args = [torch.from_numpy(x) for x in (A, W, b, dZ)]
@@ -80,12 +78,6 @@ def run(dtype="float32", quick=False):
                          None if t_t is None else t_t / t_l, flop))
     rows += _steps(dtype, torch, quick)
     return rows
-
-
-def product_scratch(m, n_in, n_out, dtype):
-    """The scratch the dense products take, from the one owner of buffers (``layout``)."""
-    from . import layout
-    return layout.make_buffers(layout.layer_table([n_in, n_out], [0]), m, dtype)
 
 
 def step_case(sizes, m, dtype, backend="loops", seed=1, optimizer=None):

@@ -10,10 +10,9 @@ block ``work`` with views into it. The table ``slots`` has one row per layer ``l
 with the width ``n_l`` and the offsets of ``Z[l]``, ``A[l]`` and ``dZ[l]``, each room for
 ``rows * n_l`` numbers. Layer 0 is the input: ``A[0] = X`` (scikit-learn's
 ``activations = [X] + ...``), so no kernel treats the first layer specially, and the epoch
-gathers a mini-batch's rows straight into it. Then come the targets ``Y``, two vectors of
-``rows`` (per-example losses, per-example norms), and the scratch of the tuned products:
-``wt`` for one layer's W transposed (F1's dot form) and ``at``/``dzt`` for a chunk of
-transposed examples (B2's dot form).
+gathers a mini-batch's rows straight into it. Then come the targets ``Y`` and two vectors of
+``rows`` (per-example losses, per-example norms). The tuned products read W, A_prev and dZ where
+they lie: no transposed copies, so no scratch for them.
 
 Offsets are computed here, once, and nowhere else: the compiled accessors below
 (``params``, ``z``, ``a``, ``dz``, ``targets``) and the Python ``layer_views`` read the tables.
@@ -26,9 +25,6 @@ import numpy as np
 N_IN, N_OUT, W_OFF, B_OFF, ACT = range(5)
 # columns of the work table ``slots`` (one row per layer l = 0..L; row 0 is the input X = A[0])
 WIDTH, Z_OFF, A_OFF, DZ_OFF = range(4)
-# B2's dot form sums over at most this many examples at a time, so that the transposed rows stay
-# in cache; the scratch ``at``/``dzt`` is sized for one such chunk.
-WEIGHT_CHUNK = 1024
 
 
 class Net(NamedTuple):
@@ -56,9 +52,6 @@ class Buffers(NamedTuple):
     losses: np.ndarray  # (rows,) per-example losses L(i)
     norms: np.ndarray   # (rows,) per-example gradient norms (N1) or clipping factors (N2)
     weights: np.ndarray # (rows,) the batch's sample weights; (0,) when the examples are not weighted
-    wt: np.ndarray      # (max n_in * n_out,) one layer's W transposed
-    at: np.ndarray      # (chunk * max n_in,) a chunk of A_prev transposed
-    dzt: np.ndarray     # (chunk * max n_out,) a chunk of dZ transposed
 
 
 def layer_table(sizes, codes):
@@ -105,7 +98,7 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
     """``Buffers`` for batches of up to ``rows`` examples through the network ``layers``; with
     ``weighted``, room for a sample weight per example (a weighted mean in J, B2 and B3). With
     ``sparse_input`` the input is a CSR batch passed beside the buffers (``kernels.sparse``): no room
-    for a dense A[0], and the products' scratch sized for layers 2..L only."""
+    for a dense A[0]."""
     rows = int(rows)
     if rows < 1:
         raise ValueError(f"rows: expected a batch capacity >= 1, got {rows}")
@@ -119,11 +112,7 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
         for col in ((A_OFF,) if l == 0 else (Z_OFF, A_OFF, DZ_OFF)):
             slots[l, col] = off
             off += rows * n
-    chunk = min(rows, WEIGHT_CHUNK)
-    dense = layers[1:] if sparse_input else layers
-    sizes = {"y": rows * widths[-1], "losses": rows, "norms": rows, "weights": rows if weighted else 0,
-             "wt": int((dense[:, N_IN] * dense[:, N_OUT]).max(initial=0)),
-             "at": chunk * int(dense[:, N_IN].max(initial=0)), "dzt": chunk * int(layers[:, N_OUT].max())}
+    sizes = {"y": rows * widths[-1], "losses": rows, "norms": rows, "weights": rows if weighted else 0}
     work = np.zeros(off + sum(sizes.values()), dtype=dtype)
     tail = {}
     for name, size in sizes.items():

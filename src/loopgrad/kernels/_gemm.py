@@ -5,16 +5,18 @@ Each tuned form has its naive form beside it (as llm.c keeps ``matmul_forward_na
 ``matmul_forward``): the same sum as the literal loop nest, which the tests hold the tuned form
 against over many shapes.
 
-How the tuned forms get their speed (measured on the 2-core AVX-512 machine; see the README):
-- "axpy" form (``nn_rows``): the innermost loop runs along a row of B and of C, four rows of C
-  take four rows of B at a time, so each load of B feeds 16 multiply-adds.
-- "dot" form (``nt_rows``): both operands contiguous along k, a 4 x 4 block of outputs in 16
-  scalar accumulators that LLVM keeps in vector registers (fastmath reassociation splits each
-  sum across SIMD lanes).
+How the tuned forms get their speed (see the README for the figures):
+- "outer-product" form (``nn_rows``, F1 and B2): a block of 6 rows by two 8-lane vectors of C
+  stays in registers while k runs, and each k adds X[i+r,k] times a row of B to it
+  (``_numba.outer_block``, written in LLVM's vector IR). Neither operand is copied or
+  transposed: F1 reads W as stored, B2 reads A_prev in place as A_prev.T.
+- "dot" form (``nt_rows``, B4): both operands contiguous along k, a 4 x 4 (AVX-512) or 4 x 3
+  (AVX2) block of outputs in scalar accumulators that LLVM keeps in vector registers (fastmath
+  reassociation splits each sum across SIMD lanes).
 - Row blocks of ``ROW_BLOCK`` at fixed boundaries, so each output is summed by one thread in one
   order: the same bits on 1 or 2 threads.
 """
-from .._numba import jit, prange
+from .._numba import VECTOR_BITS, jit, outer_block
 
 # Rows of an output that one parallel task owns. Fixed, so each output element is summed by one
 # thread in one order whatever the number of threads: the same bits on 1 or 2 threads.
@@ -22,78 +24,83 @@ ROW_BLOCK = 16
 # Below this many multiply-adds a product runs serially: waking the thread pool costs more.
 SERIAL_WORK = 1 << 18
 
+# The k of F1's and B2's sums is taken in chunks of this many, so that the rows of X and B a chunk
+# reads stay in L1 while the columns of C go by (B2 at batch 1024: 30 -> 50 GFLOP/s on one thread).
+K_CHUNK = 256
+
+
+@jit
+def _outer_rows(X, B, C, i, r, j, nv, k0, k1, add):
+    # outer_block wants its shape as constants: one specialisation per (rows, vectors)
+    if nv == 2:
+        if r == 6:
+            outer_block(X, B, C, i, j, k0, k1, add, 6, 2)
+        elif r == 5:
+            outer_block(X, B, C, i, j, k0, k1, add, 5, 2)
+        elif r == 4:
+            outer_block(X, B, C, i, j, k0, k1, add, 4, 2)
+        elif r == 3:
+            outer_block(X, B, C, i, j, k0, k1, add, 3, 2)
+        elif r == 2:
+            outer_block(X, B, C, i, j, k0, k1, add, 2, 2)
+        else:
+            outer_block(X, B, C, i, j, k0, k1, add, 1, 2)
+    else:
+        if r == 6:
+            outer_block(X, B, C, i, j, k0, k1, add, 6, 1)
+        elif r == 5:
+            outer_block(X, B, C, i, j, k0, k1, add, 5, 1)
+        elif r == 4:
+            outer_block(X, B, C, i, j, k0, k1, add, 4, 1)
+        elif r == 3:
+            outer_block(X, B, C, i, j, k0, k1, add, 3, 1)
+        elif r == 2:
+            outer_block(X, B, C, i, j, k0, k1, add, 2, 1)
+        else:
+            outer_block(X, B, C, i, j, k0, k1, add, 1, 1)
+
 
 @jit
 def nn_rows(X, B, C, i0, i1):
-    """C[i,:] = sum_k X[i,k] * B[k,:] for rows i0 <= i < i1 (overwrites C's rows): the product of F1 and B2.
+    """C[i,:] = sum_k X[i,k] * B[k,:] for rows i0 <= i < i1 (overwrites C's rows): the product of F1
+    (X = A_prev, B = W) and B2 (X = A_prev.T, B = dZ), with no transposed copy of either.
 
-    The "axpy" form: the innermost loop runs along a row of B and of C (contiguous), and four
-    rows of C take four rows of B at a time, so each load of B feeds 16 multiply-adds.
-    X may be any layout (it is read one scalar at a time): A_prev for F1, A_prev.T for B2.
+    The "outer-product" form: ``outer_block`` keeps a block of 6 rows by two vectors of C in
+    registers and adds X[i+r,k] times B's row k to it for each k; X may be any layout (it is read
+    one scalar at a time). Columns past the last whole vector are summed by a plain loop.
     """
     K = X.shape[1]
     N = B.shape[1]
-    zero = C.dtype.type(0.0)
+    w = VECTOR_BITS // (8 * C.itemsize)
+    n_vec = N // w * w
     i = i0
-    while i + 4 <= i1:
-        c0 = C[i]
-        c1 = C[i + 1]
-        c2 = C[i + 2]
-        c3 = C[i + 3]
-        for j in range(N):
-            c0[j] = zero
-            c1[j] = zero
-            c2[j] = zero
-            c3[j] = zero
-        k = 0
-        while k + 4 <= K:
-            b0 = B[k]
-            b1 = B[k + 1]
-            b2 = B[k + 2]
-            b3 = B[k + 3]
-            x00, x01, x02, x03 = X[i, k], X[i, k + 1], X[i, k + 2], X[i, k + 3]
-            x10, x11, x12, x13 = X[i + 1, k], X[i + 1, k + 1], X[i + 1, k + 2], X[i + 1, k + 3]
-            x20, x21, x22, x23 = X[i + 2, k], X[i + 2, k + 1], X[i + 2, k + 2], X[i + 2, k + 3]
-            x30, x31, x32, x33 = X[i + 3, k], X[i + 3, k + 1], X[i + 3, k + 2], X[i + 3, k + 3]
-            # C[i+r,j] += sum_{q<4} X[i+r,k+q] * B[k+q,j]
-            for j in range(N):
-                y0 = b0[j]
-                y1 = b1[j]
-                y2 = b2[j]
-                y3 = b3[j]
-                c0[j] += x00 * y0 + x01 * y1 + x02 * y2 + x03 * y3
-                c1[j] += x10 * y0 + x11 * y1 + x12 * y2 + x13 * y3
-                c2[j] += x20 * y0 + x21 * y1 + x22 * y2 + x23 * y3
-                c3[j] += x30 * y0 + x31 * y1 + x32 * y2 + x33 * y3
-            k += 4
-        while k < K:
-            b0 = B[k]
-            x0, x1, x2, x3 = X[i, k], X[i + 1, k], X[i + 2, k], X[i + 3, k]
-            for j in range(N):
-                y = b0[j]
-                c0[j] += x0 * y
-                c1[j] += x1 * y
-                c2[j] += x2 * y
-                c3[j] += x3 * y
-            k += 1
-        i += 4
     while i < i1:
-        c = C[i]
-        for j in range(N):
-            c[j] = zero
-        for k in range(K):
-            x = X[i, k]
-            b = B[k]
-            # C[i,j] += X[i,k] * B[k,j]
-            for j in range(N):
-                c[j] += x * b[j]
-        i += 1
+        r = min(6, i1 - i)
+        for k0 in range(0, K, K_CHUNK):
+            k1 = min(K, k0 + K_CHUNK)
+            add = k0 > 0
+            for j in range(0, n_vec - w, 2 * w):
+                _outer_rows(X, B, C, i, r, j, 2, k0, k1, add)
+            if n_vec // w % 2 == 1:
+                _outer_rows(X, B, C, i, r, n_vec - w, 1, k0, k1, add)
+        if K == 0:
+            for ii in range(i, i + r):
+                for j in range(n_vec):
+                    C[ii, j] = C.dtype.type(0.0)
+        for ii in range(i, i + r):
+            for j in range(n_vec, N):
+                s = C.dtype.type(0.0)
+                # C[i,j] = sum_k X[i,k] * B[k,j]
+                for k in range(K):
+                    s += X[ii, k] * B[k, j]
+                C[ii, j] = s
+        i += r
 
 
 @jit
 def nt_rows_4x4(X, Y, C, i0, i1, acc):
     """C[i,j] = sum_k X[i,k] * Y[j,k] for rows i0 <= i < i1 (overwrites C's rows, or adds to
-    them when ``acc``): the product of B4, and of F1 and B2 on transposed operands. For CPUs with
+    them when ``acc``): the product of B4, where W's rows already run along the summed index. For CPUs with
     32 vector registers (AVX-512); ``nt_rows`` names this or ``nt_rows_4x3``.
 
     The "dot" form: both operands are contiguous along the summed index k, and a 4 x 4 block of
@@ -195,7 +202,7 @@ def nt_rows_4x4(X, Y, C, i0, i1, acc):
 
 @jit
 def nt_rows_4x3(X, Y, C, i0, i1, acc):
-    """``nt_rows_4x4`` (B4; F1 and B2 on transposed operands) with a 4 x 3 block, for CPUs with 16
+    """``nt_rows_4x4`` (B4) with a 4 x 3 block, for CPUs with 16
     vector registers (AVX2): 12 accumulators
     and 7 operands stay in registers where 16 + 8 would spill. On a 2-core AVX2 EPYC, one thread:
     52-54 GFLOP/s at 256x784x256 and 1024^3 against 35-37 for the 4 x 4 block (OpenBLAS: 68-70)."""
@@ -293,30 +300,9 @@ def _wide_vector_registers():
         return True
 
 
-# The dot form that F1, B2 and B4 call, chosen once at import for the CPU numba compiles for
+# The dot form that B4 calls, chosen once at import for the CPU numba compiles for
 # (numba's disk cache is per CPU too, so a cached kernel always matches this choice).
 nt_rows = nt_rows_4x4 if _wide_vector_registers() else nt_rows_4x3
-
-
-@jit
-def _transpose_rows(X, XT, r0, j0, j1):
-    m = XT.shape[1]
-    i = 0
-    while i < m:
-        i1 = min(i + 16, m)
-        for j in range(j0, j1):
-            t = XT[j]
-            for ii in range(i, i1):
-                t[ii] = X[r0 + ii, j]
-        i = i1
-
-
-@jit(parallel=True)
-def transpose_into(X, XT, r0):
-    """XT = X[r0:r0 + XT.shape[1]].T (the operands of F1's and B2's dot forms) in 16 x 16 tiles; each task owns a block of rows of XT."""
-    n = X.shape[1]
-    for blk in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
-        _transpose_rows(X, XT, r0, blk * ROW_BLOCK, min(n, (blk + 1) * ROW_BLOCK))
 
 
 @jit

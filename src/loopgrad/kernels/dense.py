@@ -11,26 +11,15 @@ import numpy as np
 
 from .. import _checks
 from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
-from ..layout import WEIGHT_CHUNK
-from ._gemm import ROW_BLOCK, SERIAL_WORK, nn_rows, nt_rows, transpose_into
+from ._gemm import ROW_BLOCK, SERIAL_WORK, nn_rows, nt_rows
 from .activations import _act_row_backward, _act_row_forward
-
-# From this batch size on, F1 copies W transposed (n_in * n_out moves) to use the dot form,
-# which runs about 1.5x faster than the axpy form; below it the copy costs more than it saves.
-DOT_FORWARD_ROWS = 64
-# From this batch size on, B2 transposes A_prev and dZ (m * (n_in + n_out) moves) to use the
-# dot form over the example index (in chunks of at most WEIGHT_CHUNK examples).
-DOT_WEIGHT_ROWS = 256
 
 
 @jit
-def _forward_rows(A_prev, W, WT, b, code, Z, A, i0, i1):
+def _forward_rows(A_prev, W, b, code, Z, A, i0, i1):
     """F1 then F2/F3 on rows i0 <= i < i1: Z[i,j] = sum_k A_prev[i,k] W[k,j] + b[j], A[i] = g(Z[i])."""
-    if A_prev.shape[0] >= DOT_FORWARD_ROWS:
-        # sum_k A_prev[i,k] * WT[j,k]: the dot form on the transposed copy of W
-        nt_rows(A_prev, WT, Z, i0, i1, OVERWRITE)
-    else:
-        nn_rows(A_prev, W, Z, i0, i1)
+    # sum_k A_prev[i,k] * W[k,j]: the outer-product form, W as it is stored
+    nn_rows(A_prev, W, Z, i0, i1)
     for i in range(i0, i1):
         z = Z[i]
         # Z[i,j] += b[j], while the row is still in cache
@@ -41,89 +30,54 @@ def _forward_rows(A_prev, W, WT, b, code, Z, A, i0, i1):
 
 
 @jit(parallel=True)
-def _forward_blocks(A_prev, W, WT, b, code, Z, A):
+def _forward_blocks(A_prev, W, b, code, Z, A):
     m = A_prev.shape[0]
     for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
-        _forward_rows(A_prev, W, WT, b, code, Z, A, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+        _forward_rows(A_prev, W, b, code, Z, A, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
 
 
 @jit
-def _dense_act_forward_into(A_prev, W, b, code, Z, A, wt):
+def _dense_act_forward_into(A_prev, W, b, code, Z, A):
     """F1 then F2/F3 fused in the store: Z = A_prev W + b, A = g(Z), one block of rows per task.
 
-    ``code < 0`` stops after F1. ``wt`` (at least n_in * n_out, ``Buffers.wt``) receives W
-    transposed when the batch is large enough for the dot form. Small products run on the calling
-    thread. (The serial path stays outside the parallel function: inside it, calls cost a few us more.)
+    ``code < 0`` stops after F1. Small products run on the calling thread. (The serial path stays
+    outside the parallel function: inside it, calls cost a few us more.)
     """
     m, n_in = A_prev.shape
-    n_out = W.shape[1]
-    WT = wt[:n_in * n_out].reshape((n_out, n_in))
-    if m >= DOT_FORWARD_ROWS:
-        transpose_into(W, WT, FIRST)
-    if m * n_in * n_out < SERIAL_WORK:
-        _forward_rows(A_prev, W, WT, b, code, Z, A, FIRST, m)
+    if m * n_in * W.shape[1] < SERIAL_WORK:
+        _forward_rows(A_prev, W, b, code, Z, A, FIRST, m)
     else:
-        _forward_blocks(A_prev, W, WT, b, code, Z, A)
+        _forward_blocks(A_prev, W, b, code, Z, A)
 
 
 @jit
-def _weight_grad_rows(A_prev, dZ, AT, dZT, dW, j0, j1, acc, inv_m):
-    """B2 on rows j0 <= j < j1: dW[j,k] = (1/m) sum_i A_prev[i,j] dZ[i,k] over the examples given;
-    ``acc`` adds to dW (a later chunk of examples), ``inv_m > 0`` then scales the rows by it."""
-    if AT.shape[1] > 0:
-        # sum_i AT[j,i] * dZT[k,i]: the dot form over a chunk of examples
-        nt_rows(AT, dZT, dW, j0, j1, acc)
-    else:
-        # sum_i A_prev[i,j] dZ[i,k]: the axpy form on A_prev.T (read one scalar at a time)
-        nn_rows(A_prev.T, dZ, dW, j0, j1)
-    if inv_m > 0:
-        for j in range(j0, j1):
-            g = dW[j]
-            # dW[j,k] = (1/m) * sum: the 1/m of J = (1/m) sum_i L(i) lives here and in db only
-            for k in range(g.shape[0]):
-                g[k] = g[k] * inv_m
+def _weight_grad_rows(A_prev, dZ, dW, j0, j1, inv_m):
+    """B2 on rows j0 <= j < j1: dW[j,k] = (1/m) sum_i A_prev[i,j] dZ[i,k]."""
+    # sum_i A_prev.T[j,i] * dZ[i,k]: the outer-product form over the examples, A_prev read in place
+    nn_rows(A_prev.T, dZ, dW, j0, j1)
+    for j in range(j0, j1):
+        g = dW[j]
+        # dW[j,k] = (1/m) * sum: the 1/m of J = (1/m) sum_i L(i) lives here and in db only
+        for k in range(g.shape[0]):
+            g[k] = g[k] * inv_m
 
 
 @jit(parallel=True)
-def _weight_grad_blocks(A_prev, dZ, AT, dZT, dW, acc, inv_m):
+def _weight_grad_blocks(A_prev, dZ, dW, inv_m):
     n_in = A_prev.shape[1]
     for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
-        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK), acc, inv_m)
+        _weight_grad_rows(A_prev, dZ, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK), inv_m)
 
 
 @jit
-def _weight_grad_part(A_prev, dZ, AT, dZT, dW, acc, inv_m):
-    if A_prev.shape[0] * A_prev.shape[1] * dZ.shape[1] < SERIAL_WORK:
-        _weight_grad_rows(A_prev, dZ, AT, dZT, dW, FIRST, A_prev.shape[1], acc, inv_m)
-    else:
-        _weight_grad_blocks(A_prev, dZ, AT, dZT, dW, acc, inv_m)
-
-
-@jit
-def _weight_grad_into(A_prev, dZ, dW, at, dzt):
-    """B2 into dW: each task owns a block of rows j of dW.
-
-    From DOT_WEIGHT_ROWS examples on, chunks of up to WEIGHT_CHUNK examples are transposed into
-    the scratch ``at`` and ``dzt`` (``Buffers.at``/``dzt``; m * (n_in + n_out) moves in all, small
-    beside the m * n_in * n_out multiply-adds) so that the sum over examples is a dot form;
-    chunking keeps the operands' rows in cache.
-    """
+def _weight_grad_into(A_prev, dZ, dW):
+    """B2 into dW: each task owns a block of rows j of dW; small products run on the calling thread."""
     m, n_in = A_prev.shape
-    n_out = dZ.shape[1]
     inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
-    if m < DOT_WEIGHT_ROWS:
-        E = at[:0].reshape((0, 0))
-        _weight_grad_part(A_prev, dZ, E, E, dW, OVERWRITE, inv_m)
-        return
-    chunk = min(m, WEIGHT_CHUNK)
-    zero = dW.dtype.type(0.0)
-    for c0 in range(0, m, chunk):
-        mc = min(chunk, m - c0)
-        AT = at[:n_in * mc].reshape((n_in, mc))
-        dZT = dzt[:n_out * mc].reshape((n_out, mc))
-        transpose_into(A_prev, AT, c0)
-        transpose_into(dZ, dZT, c0)
-        _weight_grad_part(A_prev, dZ, AT, dZT, dW, c0 > 0, inv_m if c0 + mc == m else zero)
+    if m * n_in * dZ.shape[1] < SERIAL_WORK:
+        _weight_grad_rows(A_prev, dZ, dW, FIRST, n_in, inv_m)
+    else:
+        _weight_grad_blocks(A_prev, dZ, dW, inv_m)
 
 
 @jit
@@ -186,20 +140,23 @@ def _per_example_weight_grads_into(A_prev, dZ, G):
 
 
 @jit
+def _sq_norm_row(a, d):
+    """N1 for one example: (sum_j a[j]^2 + 1) * sum_k d[k]^2, from its row of A_prev and of dZ."""
+    sa = d.dtype.type(0.0)
+    for j in range(a.shape[0]):
+        sa += a[j] * a[j]
+    sd = d.dtype.type(0.0)
+    # ||dZ[i]||^2 = sum_k dZ[i,k]^2
+    for k in range(d.shape[0]):
+        sd += d[k] * d[k]
+    return (sa + d.dtype.type(1.0)) * sd
+
+
+@jit
 def _per_example_sq_norms_into(A_prev, dZ, out):
     # serial: O(m (n_in + n_out)) work beside the O(m n_in n_out) products
-    m, n_in = A_prev.shape
-    n_out = dZ.shape[1]
-    one = out.dtype.type(1.0)
-    for i in range(m):
-        sa = out.dtype.type(0.0)
-        for j in range(n_in):
-            sa += A_prev[i, j] * A_prev[i, j]
-        sd = out.dtype.type(0.0)
-        # ||dZ[i]||^2 = sum_k dZ[i,k]^2
-        for k in range(n_out):
-            sd += dZ[i, k] * dZ[i, k]
-        out[i] = (sa + one) * sd
+    for i in range(A_prev.shape[0]):
+        out[i] = _sq_norm_row(A_prev[i], dZ[i])
 
 
 @refuse_in_forked_child
@@ -212,7 +169,7 @@ def dense_forward(A_prev, W, b):
     """
     A_prev, W, b = _checks.dense_layer(A_prev, W, b)
     Z = np.empty((A_prev.shape[0], W.shape[1]), dtype=W.dtype)
-    _dense_act_forward_into(A_prev, W, b, -1, Z, Z, np.empty(W.size, W.dtype))
+    _dense_act_forward_into(A_prev, W, b, -1, Z, Z)
     return Z
 
 
@@ -226,14 +183,11 @@ def dense_backward(dZ, A_prev, W):
     Textbook loop: ``kernels/textbook.py`` ``dense_backward`` (the literal loop nest of the same sum).
     """
     dZ, A_prev, W = _checks.dense_delta(dZ, A_prev, W)
-    m, n_in = A_prev.shape
-    n_out = W.shape[1]
     dA_prev = np.empty_like(A_prev)
     dW = np.empty_like(W)
-    db = np.empty(n_out, dtype=W.dtype)
-    chunk = min(m, WEIGHT_CHUNK)
+    db = np.empty(W.shape[1], dtype=W.dtype)
     _input_grad_act_into(dZ, W, -1, A_prev, A_prev, dA_prev)
-    _weight_grad_into(A_prev, dZ, dW, np.empty(chunk * n_in, W.dtype), np.empty(chunk * n_out, W.dtype))
+    _weight_grad_into(A_prev, dZ, dW)
     _bias_grad_into(dZ, db)
     return dA_prev, dW, db
 

@@ -32,7 +32,7 @@ def _dense_forward_from(net, buf, m, first):
     for l in range(first, net.layers.shape[0] + 1):
         W, b = layout.params(net.theta, net.layers, l - 1)
         _dense_act_forward_into(layout.a(buf, l - 1, m), W, b, net.layers[l - 1, ACT], layout.z(buf, l, m),
-                                layout.a(buf, l, m), buf.wt)
+                                layout.a(buf, l, m))
 
 
 @jit
@@ -144,7 +144,7 @@ def _dense_grads_from(net, buf, m, first):
     for l in range(first, net.layers.shape[0] + 1):
         dW, db = layout.params(net.grad, net.layers, l - 1)
         dZ = layout.dz(buf, l, m)
-        _weight_grad_into(layout.a(buf, l - 1, m), dZ, dW, buf.at, buf.dzt)
+        _weight_grad_into(layout.a(buf, l - 1, m), dZ, dW)
         _bias_grad_into(dZ, db)
 
 
