@@ -29,6 +29,43 @@ def test_fused_step_backends_agree_after_100_steps(opt, rng):
     assert np.abs(runs[0] - model.theta).max() > 1e-3  # it did train
 
 
+@pytest.mark.parametrize("m", [1, 40, 300])
+@pytest.mark.parametrize("opt", [lg.SGD(0.05, momentum=0.9, weight_decay=1e-3), lg.Adam(1e-2),
+                                 lg.DPSGD(0.05, noise_multiplier=1.0)], ids=repr)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_step_equals_the_layer_by_layer_step(m, opt, weighted, rng):
+    """The fused step (one pass over blocks of rows through every layer and back, then B2 and B3 with
+    each block's update) computes the same numbers as forward_into, gradients_into, the noise and the
+    update over the whole block, in turn: bit for bit, at sizes where both run their parallel loops."""
+    from loopgrad.kernels import noise as loop_noise, optim as loop_optim
+    from loopgrad.tables import H_CLIP
+
+    model = lg.MLP([200, 96, 48, 10], hidden="relu", output="softmax", dtype="float32", seed=2)
+    X, y = rng.standard_normal((m, 200)).astype(np.float32), rng.integers(0, 10, m)
+    w = rng.uniform(0.0, 2.0, m).astype(np.float32) if weighted else None
+    runs = []
+    for fused in (True, False):
+        probe = model.copy()
+        net, buf, update = probe.training_buffers(m, opt, weighted=weighted)
+        layout.load_batch(buf, *probe.validate(X, y), weights=w)
+        noise = opt.noise(1, probe.n_params, np.float64)[0]
+        losses = []
+        for t in range(1, 4):
+            if fused:
+                losses.append(loop_network.train_step_into(net, buf, m, update, t, noise))
+                continue
+            loop_network.forward_into(net, buf, m)
+            losses.append(loop_network.gradients_into(net, buf, m, update.hyper[H_CLIP]))
+            if update.hyper[H_CLIP] > 0.0:
+                loop_noise._dp_noise_into(net.grad, noise, update.hyper, t, m)
+            loop_optim._optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay,
+                                              update.hyper, t)
+        runs.append((probe.theta.copy(), losses))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    assert not np.array_equal(runs[0][0], model.theta)
+
+
 def test_fit_backends_agree_float64(digits):
     thetas = []
     for backend in ("loops", "numpy"):

@@ -15,7 +15,7 @@ gathers a mini-batch's rows straight into it. Then come the targets ``Y`` and tw
 they lie: no transposed copies, so no scratch for them.
 
 Offsets are computed here, once, and nowhere else: the compiled accessors below
-(``params``, ``z``, ``a``, ``dz``, ``targets``) and the Python ``layer_views`` read the tables.
+(``params``, ``param_rows``, ``z``, ``a``, ``dz``, ``targets``) and the Python ``layer_views`` read the tables.
 """
 from typing import NamedTuple
 
@@ -162,6 +162,13 @@ def params(theta, layers, l):
     return theta[w_off:w_off + n_in * n_out].reshape((n_in, n_out)), theta[b_off:b_off + n_out]
 
 
+def param_rows(layers, l, j0, j1):
+    """The range [p0, p1) of rows j0 <= j < j1 of W of layer ``l + 1`` in theta's layout; b follows W, so
+    row j = n_in is b (the fused step updates each block of rows of dW as soon as it is written)."""
+    n_out, w_off = layers[l, N_OUT], layers[l, W_OFF]
+    return w_off + j0 * n_out, w_off + j1 * n_out
+
+
 def _slot(buf, l, col, m):
     n = buf.slots[l, WIDTH]
     o = buf.slots[l, col]
@@ -189,4 +196,4 @@ def targets(buf, m):
     return buf.y[:m * n].reshape((m, n))
 
 
-COMPILED = ("params", "_slot", "z", "a", "dz", "targets")
+COMPILED = ("params", "param_rows", "_slot", "z", "a", "dz", "targets")

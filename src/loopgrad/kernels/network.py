@@ -10,14 +10,27 @@ import math
 import numpy as np
 
 from .. import layout
-from .._numba import jit
-from ..layout import ACT
+from .._numba import FIRST, jit, prange
+from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP
-from .dense import _bias_grad_into, _dense_act_forward_into, _input_grad_act_into, _per_example_sq_norms_into, _weight_grad_into
+from ._gemm import ROW_BLOCK, SERIAL_WORK
+from .dense import (_bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into, _input_grad_rows,
+                    _sq_norm_row, _weight_grad_into, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
 from .noise import _dp_noise_into
 from .sparse import _sparse_forward_into, _sparse_weight_grad_into
-from .optim import _optimizer_update_into
+from .optim import _optimizer_range_into, _optimizer_update_into
+
+# Up to this batch size the step's F1-F3, loss, B8 and B6 run as one pass over blocks of rows; above
+# it, layer by layer. Measured on the AVX2 machine (784-128-64-10, float32, rounds alternating in one
+# process): the pass saves 3-4% of the two-thread step at batch 32, where a parallel region's wake-up
+# is a sizeable share, and costs 7-10% on one thread at batch 128 and 1024, where carrying a block
+# through every layer pushes the first layer's W out of L2 between blocks.
+ROW_PASS_ROWS = 64
+# From this many multiply-adds in a forward pass (m * sum_l n_in n_out) on, the fused step's pass over
+# blocks of rows runs parallel; below it, on the calling thread, where waking the pool would cost more
+# than it saves (64-64-10 at batch 32, 2.8e5, stays serial).
+STEP_SERIAL_WORK = 1 << 19
 
 
 @jit
@@ -49,8 +62,14 @@ def cost(net, buf, m):
     """After ``forward_into``: the cost of the B8 pairs, J = (1/m) sum_i L(i), from the logits Z[L] and the
     targets Y; with sample weights, J = sum_i w_i L(i) / sum_i w_i (0 when the weights sum to 0)."""
     L = net.layers.shape[0]
+    _loss_rows_into(net.loss, layout.z(buf, L, m), layout.targets(buf, m), buf.losses[:m])
+    return _cost_of_losses(buf, m)
+
+
+@jit
+def _cost_of_losses(buf, m):
+    """J from the per-example losses L(i) in ``buf.losses``: their mean, or their weighted mean."""
     losses = buf.losses[:m]
-    _loss_rows_into(net.loss, layout.z(buf, L, m), layout.targets(buf, m), losses)
     if buf.weights.shape[0] == 0:
         return _mean(losses)
     total = losses.dtype.type(0.0)
@@ -69,43 +88,37 @@ def _weight_sum(weights, m):
 
 
 @jit
-def _weight_rows(weights, m, dZ):
-    """dZ[L][i] *= m w_i / sum_j w_j: by linearity every later delta, and so B2 and B3's (1/m) sums,
-    become the weighted means sum_i w_i g(i) / sum_i w_i."""
-    s = _weight_sum(weights, m)
-    for i in range(m):
+def _weight_rows(weights, m, s, dZ, i0, i1):
+    """dZ[L][i] *= m w_i / s for rows i0 <= i < i1, with s = sum_j w_j: by linearity every later delta, and
+    so B2 and B3's (1/m) sums, become the weighted means sum_i w_i g(i) / sum_i w_i."""
+    for i in range(i0, i1):
         c = weights[i] * dZ.dtype.type(m) / s if s > 0.0 else dZ.dtype.type(0.0)
         for k in range(dZ.shape[1]):
             dZ[i, k] *= c
 
 
 @jit
-def _scale_rows(c, dZ):
-    # serial: O(m n) work, and one parallel kernel less to compile
-    for i in range(dZ.shape[0]):
-        for k in range(dZ.shape[1]):
-            dZ[i, k] *= c[i]
-
-
-@jit
-def _clip_rows(net, buf, m, clip_norm):
-    """Scale every example's delta rows so that its whole gradient has norm <= clip_norm: N1 gives
-    the norms without forming any dW(i), and by N2 the clipped sum is B2 on the scaled rows."""
+def _clip_rows(net, buf, m, clip_norm, i0, i1):
+    """Scale the delta rows i0 <= i < i1 so that each example's whole gradient has norm <= clip_norm: N1
+    gives the norms without forming any dW(i), and by N2 the clipped sum is B2 on the scaled rows.
+    ``buf.norms`` keeps the factors."""
     L = net.layers.shape[0]
-    norms, sq = buf.norms[:m], buf.losses[:m]
-    zero = norms.dtype.type(0.0)
-    for i in range(m):
-        norms[i] = zero
+    norms = buf.norms
+    for i in range(i0, i1):
+        norms[i] = norms.dtype.type(0.0)
     for l in range(1, L + 1):
-        _per_example_sq_norms_into(layout.a(buf, l - 1, m), layout.dz(buf, l, m), sq)
-        for i in range(m):
-            norms[i] += sq[i]
-    for i in range(m):
+        A_prev, dZ = layout.a(buf, l - 1, m), layout.dz(buf, l, m)
+        for i in range(i0, i1):
+            norms[i] += _sq_norm_row(A_prev[i], dZ[i])
+    for i in range(i0, i1):
         # c_i = min(1, C / ||g(i)||)
         nrm = math.sqrt(norms[i])
         norms[i] = 1.0 if nrm <= clip_norm else clip_norm / nrm
     for l in range(1, L + 1):
-        _scale_rows(norms, layout.dz(buf, l, m))
+        dZ = layout.dz(buf, l, m)
+        for i in range(i0, i1):
+            for k in range(dZ.shape[1]):
+                dZ[i, k] *= norms[i]
 
 
 @jit
@@ -119,7 +132,7 @@ def gradients_into(net, buf, m, clip_norm):
     """
     J = _deltas(net, buf, m)
     if clip_norm > 0.0:
-        _clip_rows(net, buf, m, clip_norm)
+        _clip_rows(net, buf, m, clip_norm, FIRST, m)
     _dense_grads_from(net, buf, m, 1)
     return J
 
@@ -131,7 +144,7 @@ def _deltas(net, buf, m):
     J = cost(net, buf, m)
     _output_delta_into(layout.a(buf, L, m), layout.targets(buf, m), layout.dz(buf, L, m))
     if buf.weights.shape[0] > 0:
-        _weight_rows(buf.weights, m, layout.dz(buf, L, m))
+        _weight_rows(buf.weights, m, _weight_sum(buf.weights, m), layout.dz(buf, L, m), FIRST, m)
     for l in range(L, 1, -1):
         W, _ = layout.params(net.theta, net.layers, l - 1)
         _input_grad_act_into(layout.dz(buf, l, m), W, net.layers[l - 2, ACT], layout.z(buf, l - 1, m),
@@ -161,19 +174,120 @@ def gradients_sparse_into(net, buf, m, data, indices, indptr):
     return J
 
 
+# ---- the fused step -------------------------------------------------------------------------------------
+# Every number of F1-F3, the loss, B8 and B6 belongs to one example, so for small batches one task owns
+# a block of rows through every layer and back: one parallel region where there were one or two per
+# layer and equation (ROW_PASS_ROWS). B2 and B3 sum over the examples and wait for all of them: one
+# region per layer, in which each block of rows of dW gets the optimizer's update as soon as it is
+# written, while it is in cache (a separate update pass read and wrote the whole parameter block once
+# more).
+
+@jit
+def _row_pass(net, buf, m, wsum, clip_norm, i0, i1):
+    """The rows i0 <= i < i1 of the batch through every layer and back: F1-F3 for l = 1..L, L(i), B8 (times
+    m w_i / wsum with sample weights), B6 for l = L..2, and with ``clip_norm > 0`` N1/N2's clipping.
+    Each of these numbers depends on its own example alone."""
+    L = net.layers.shape[0]
+    for l in range(1, L + 1):
+        W, b = layout.params(net.theta, net.layers, l - 1)
+        _forward_rows(layout.a(buf, l - 1, m), W, b, net.layers[l - 1, ACT], layout.z(buf, l, m),
+                      layout.a(buf, l, m), i0, i1)
+    Y = layout.targets(buf, m)
+    _loss_rows_into(net.loss, layout.z(buf, L, m)[i0:i1], Y[i0:i1], buf.losses[i0:i1])
+    dZ = layout.dz(buf, L, m)
+    _output_delta_into(layout.a(buf, L, m)[i0:i1], Y[i0:i1], dZ[i0:i1])
+    if buf.weights.shape[0] > 0:
+        _weight_rows(buf.weights, m, wsum, dZ, i0, i1)
+    for l in range(L, 1, -1):
+        W, _ = layout.params(net.theta, net.layers, l - 1)
+        _input_grad_rows(layout.dz(buf, l, m), W, net.layers[l - 2, ACT], layout.z(buf, l - 1, m),
+                         layout.a(buf, l - 1, m), layout.dz(buf, l - 1, m), i0, i1)
+    if clip_norm > 0.0:
+        _clip_rows(net, buf, m, clip_norm, i0, i1)
+
+
+@jit(parallel=True)
+def _row_blocks(net, buf, m, wsum, clip_norm):
+    for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
+        _row_pass(net, buf, m, wsum, clip_norm, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+
+
+@jit
+def _grad_update_rows(A_prev, dZ, dW, net, update, t, fused, l, j0, j1):
+    """B2 on rows j0 <= j < j1 of layer l + 1's dW; with ``fused``, then the update of those weights at
+    step t while their gradient is still in cache."""
+    _weight_grad_rows(A_prev, dZ, dW, j0, j1, dW.dtype.type(1.0) / dW.dtype.type(A_prev.shape[0]))
+    if fused:
+        p0, p1 = layout.param_rows(net.layers, l, j0, j1)
+        _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
+
+
+@jit(parallel=True)
+def _grad_update_blocks(A_prev, dZ, dW, net, update, t, fused, l):
+    # the layer's arrays come in as arguments: built from ``buf`` inside the task, LLVM compiled B2's
+    # product 10-20% slower (measured on the AVX2 machine)
+    n_in = A_prev.shape[1]
+    for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
+        _grad_update_rows(A_prev, dZ, dW, net, update, t, fused, l, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK))
+
+
+@jit
+def _grads_and_update(net, buf, m, update, t, fused):
+    """B2 and B3 for every layer, each block of parameters updated as soon as its gradient is written
+    when ``fused``."""
+    for l in range(net.layers.shape[0]):
+        dW, db = layout.params(net.grad, net.layers, l)
+        A_prev, dZ = layout.a(buf, l, m), layout.dz(buf, l + 1, m)
+        n_in = dW.shape[0]
+        if m * n_in * dW.shape[1] < SERIAL_WORK:
+            _grad_update_rows(A_prev, dZ, dW, net, update, t, fused, l, FIRST, n_in)
+        else:
+            _grad_update_blocks(A_prev, dZ, dW, net, update, t, fused, l)
+        _bias_grad_into(dZ, db)
+        if fused:
+            p0, p1 = layout.param_rows(net.layers, l, n_in, n_in + 1)  # b is the row after W's
+            _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
+
+
+@jit
+def _forward_work(layers):
+    work = 0
+    for l in range(layers.shape[0]):
+        work += layers[l, N_IN] * layers[l, N_OUT]
+    return work
+
+
 # Inlined into the epoch at numba's IR level: one step body in the source, but no compiled level of
 # its own on the training path (it cost 3.6 s of the 56 s cold compile measured on the AVX2 machine).
 @jit(inline=True)
 def train_step_into(net, buf, m, update, t, noise):
-    """One mini-batch, fused: ``forward_into`` (F1-F3), ``gradients_into`` (B8, B6, B2, B3; N1, N2
-    when the optimizer clips), for DP-SGD the noisy mean (``noise._dp_noise_into``: the
-    counter-based noise of step ``t``, or the row ``noise`` (P,) when it is not empty), then the
-    update of ``net.theta`` in place at step ``t``. Returns J of the batch before the update."""
-    forward_into(net, buf, m)
-    J = gradients_into(net, buf, m, update.hyper[H_CLIP])
-    if update.hyper[H_CLIP] > 0.0:
+    """One mini-batch, fused: F1-F3, the loss J, B8 and B6 (N1, N2 when the optimizer clips), up to
+    ROW_PASS_ROWS rows in one pass over blocks of rows, each block through every layer and back; then
+    B2 and B3 with the update of each block of parameters as soon as its gradient is written. For
+    DP-SGD the noisy mean (``noise._dp_noise_into``: the counter-based noise of step ``t``, or the row
+    ``noise`` (P,) when it is not empty) comes between the gradient and the update. The same numbers as ``forward_into``,
+    ``gradients_into`` and the update in turn. Updates ``net.theta`` in place at step ``t``; returns J of
+    the batch before the update."""
+    clip_norm = update.hyper[H_CLIP]
+    if m > ROW_PASS_ROWS:
+        forward_into(net, buf, m)
+        J = _deltas(net, buf, m)
+        if clip_norm > 0.0:
+            _clip_rows(net, buf, m, clip_norm, FIRST, m)
+    else:
+        wsum = _weight_sum(buf.weights, m) if buf.weights.shape[0] > 0 else buf.weights.dtype.type(0.0)
+        if m > ROW_BLOCK and m * _forward_work(net.layers) >= STEP_SERIAL_WORK:
+            _row_blocks(net, buf, m, wsum, clip_norm)
+        else:
+            _row_pass(net, buf, m, wsum, clip_norm, FIRST, m)
+        J = _cost_of_losses(buf, m)
+    # DP-SGD's noise goes on the whole gradient before any parameter moves
+    fused = clip_norm <= 0.0
+    _grads_and_update(net, buf, m, update, t, fused)
+    if clip_norm > 0.0:
         _dp_noise_into(net.grad, noise, update.hyper, t, m)
-    _optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t)
+    if not fused:
+        _optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t)
     return J
 
 

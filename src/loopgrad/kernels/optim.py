@@ -94,6 +94,18 @@ def _adam_update_into(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, weight_
 
 
 @jit
+def _optimizer_range_into(opt, theta, grad, state, decay, hyper, t, p0, p1):
+    """``_optimizer_update_into`` on the parameters p0 <= p < p1 alone: each parameter's update reads
+    only its own numbers, so the fused step updates a block of rows as soon as their gradient is written."""
+    if opt == ADAM_CODE:
+        _adam_range(theta, grad, state[0], state[1], decay, hyper[H_LR], hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS],
+                    hyper[H_WEIGHT_DECAY], t, p0, p1)
+    else:
+        _sgd_range(theta, grad, state[0], decay, hyper[H_LR], hyper[H_MOMENTUM], hyper[H_NESTEROV] != 0.0,
+                   hyper[H_WEIGHT_DECAY], p0, p1)
+
+
+@jit
 def _optimizer_update_into(opt, theta, grad, state, decay, hyper, t):
     """The update of the fused step: SGD or Adam by ``opt``, constants from ``hyper``, step ``t >= 1``."""
     if opt == ADAM_CODE:
