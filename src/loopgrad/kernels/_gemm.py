@@ -73,28 +73,36 @@ def nn_rows(X, B, C, i0, i1):
     N = B.shape[1]
     w = VECTOR_BITS // (8 * C.itemsize)
     n_vec = N // w * w
-    i = i0
-    while i < i1:
-        r = min(6, i1 - i)
-        for k0 in range(0, K, K_CHUNK):
-            k1 = min(K, k0 + K_CHUNK)
-            add = k0 > 0
-            for j in range(0, n_vec - w, 2 * w):
-                _outer_rows(X, B, C, i, r, j, 2, k0, k1, add)
-            if n_vec // w % 2 == 1:
-                _outer_rows(X, B, C, i, r, n_vec - w, 1, k0, k1, add)
+    # k chunks outermost: a chunk's panel of B (K_CHUNK rows by two vectors) stays in L1 while every
+    # 6-row block of the range goes by. Each C element still sums k in order, chunk after chunk.
+    for k0 in range(0, K, K_CHUNK):
+        k1 = min(K, k0 + K_CHUNK)
+        add = k0 > 0
+        for j in range(0, n_vec - w, 2 * w):
+            for i in range(i0, i1, 6):
+                _outer_rows(X, B, C, i, min(6, i1 - i), j, 2, k0, k1, add)
+        if n_vec // w % 2 == 1:
+            for i in range(i0, i1, 6):
+                _outer_rows(X, B, C, i, min(6, i1 - i), n_vec - w, 1, k0, k1, add)
+    for i in range(i0, i1):
         if K == 0:
-            for ii in range(i, i + r):
-                for j in range(n_vec):
-                    C[ii, j] = C.dtype.type(0.0)
-        for ii in range(i, i + r):
-            for j in range(n_vec, N):
-                s = C.dtype.type(0.0)
-                # C[i,j] = sum_k X[i,k] * B[k,j]
-                for k in range(K):
-                    s += X[ii, k] * B[k, j]
-                C[ii, j] = s
-        i += r
+            for j in range(n_vec):
+                C[i, j] = C.dtype.type(0.0)
+        for j in range(n_vec, N):
+            s = C.dtype.type(0.0)
+            # C[i,j] = sum_k X[i,k] * B[k,j]
+            for k in range(K):
+                s += X[i, k] * B[k, j]
+            C[i, j] = s
+
+
+@jit
+def task_rows(n_cols):
+    """Rows of C per parallel task of ``nn_rows`` with ``n_cols`` columns: ROW_BLOCK, times n_cols / 128
+    for wider products, so that a task streams B once per more rows (F1 at 1024^3 read W 64 times
+    with 16-row tasks). Fixed by the shape, never by the thread count; and an element's sum does not
+    depend on the rows it is blocked with, so the bits do not either."""
+    return ROW_BLOCK * max(1, n_cols // 128)
 
 
 @jit

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _checks
 from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
-from ._gemm import ROW_BLOCK, SERIAL_WORK, nn_rows, nt_rows
+from ._gemm import ROW_BLOCK, SERIAL_WORK, nn_rows, nt_rows, task_rows
 from .activations import _act_row_backward, _act_row_forward
 
 
@@ -32,8 +32,9 @@ def _forward_rows(A_prev, W, b, code, Z, A, i0, i1):
 @jit(parallel=True)
 def _forward_blocks(A_prev, W, b, code, Z, A):
     m = A_prev.shape[0]
-    for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
-        _forward_rows(A_prev, W, b, code, Z, A, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+    rows = task_rows(W.shape[1])
+    for blk in prange((m + rows - 1) // rows):
+        _forward_rows(A_prev, W, b, code, Z, A, blk * rows, min(m, (blk + 1) * rows))
 
 
 @jit
@@ -65,8 +66,9 @@ def _weight_grad_rows(A_prev, dZ, dW, j0, j1, inv_m):
 @jit(parallel=True)
 def _weight_grad_blocks(A_prev, dZ, dW, inv_m):
     n_in = A_prev.shape[1]
-    for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
-        _weight_grad_rows(A_prev, dZ, dW, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK), inv_m)
+    rows = task_rows(dW.shape[1])
+    for blk in prange((n_in + rows - 1) // rows):
+        _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m)
 
 
 @jit

@@ -13,7 +13,7 @@ from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP
-from ._gemm import ROW_BLOCK, SERIAL_WORK
+from ._gemm import ROW_BLOCK, SERIAL_WORK, task_rows
 from .dense import (_bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into, _input_grad_rows,
                     _sq_norm_row, _weight_grad_into, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
@@ -227,8 +227,9 @@ def _grad_update_blocks(A_prev, dZ, dW, net, update, t, fused, l):
     # the layer's arrays come in as arguments: built from ``buf`` inside the task, LLVM compiled B2's
     # product 10-20% slower (measured on the AVX2 machine)
     n_in = A_prev.shape[1]
-    for blk in prange((n_in + ROW_BLOCK - 1) // ROW_BLOCK):
-        _grad_update_rows(A_prev, dZ, dW, net, update, t, fused, l, blk * ROW_BLOCK, min(n_in, (blk + 1) * ROW_BLOCK))
+    rows = task_rows(dW.shape[1])
+    for blk in prange((n_in + rows - 1) // rows):
+        _grad_update_rows(A_prev, dZ, dW, net, update, t, fused, l, blk * rows, min(n_in, (blk + 1) * rows))
 
 
 @jit
