@@ -277,3 +277,51 @@ def test_divergence_is_reported_and_the_model_restored(rng):
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged at epoch"):
         m.fit(X, y, epochs=20, optimizer=lg.SGD(lr=1e3), progress=False)
     np.testing.assert_array_equal(m.theta, before)
+
+
+def _drive(choice, seconds_per_step, chunks):
+    """Run ``chunks`` chunks of a long epoch through ``choice`` with the given seconds per step for
+    each thread count; returns the thread counts it ran on."""
+    ran = []
+    for _ in range(chunks):
+        threads, steps = choice.plan(10**6)
+        assert 1 <= steps <= 10**6
+        choice.record(threads, steps, steps * seconds_per_step(threads, len(ran)))
+        ran.append(threads)
+    return ran
+
+
+def test_thread_choice_runs_the_faster_setting_and_tries_the_other_now_and_then():
+    from loopgrad import _threads
+
+    # two threads twice as fast: after one short try of one thread, almost every chunk runs on two,
+    # and the tries thin out as two keep winning by more than the margin
+    ran = _drive(_threads.ThreadChoice(2), lambda k, i: 1e-3 / k, 200)
+    assert ran[0] == 2 and 1 in ran[:4]
+    assert ran[50:].count(1) <= 3
+    # the second thread does not come (a two-thread step 18x slower, as measured on the shared VM):
+    # one thread from the first tries on
+    ran = _drive(_threads.ThreadChoice(2), lambda k, i: 4.7e-4 if k == 1 else 8.5e-3, 100)
+    assert ran[10:].count(2) <= 4
+    # a phase change: two threads win, then stop coming after chunk 60; the choice follows within
+    # the try interval
+    ran = _drive(_threads.ThreadChoice(2), lambda k, i: (1e-3 / k) if i < 60 or k == 1 else 2e-2, 200)
+    assert ran[40:60].count(2) >= 18
+    assert ran[60 + _threads.MAX_INTERVAL + 2:].count(2) <= 3
+    # one thread: nothing to choose, the whole epoch in one call
+    assert _threads.ThreadChoice(1).plan(500) == (1, 500)
+
+
+def test_fit_counts_the_steps_run_on_each_thread_count(digits):
+    from loopgrad import _aot
+
+    m = datasets.model_for(digits, hidden=(512,), dtype="float32")
+    assert m.n_params > _aot.MAX_PARAMS  # served by the numba kernels, where the thread count is chosen
+    h = m.fit(digits.X_train, digits.y_train, epochs=2, batch_size=32, progress=False)
+    assert sum(h.thread_steps.values()) == 2 * -(-len(digits.X_train) // 32)
+    assert set(h.thread_steps) <= {1, numba_threads()}
+
+
+def numba_threads():
+    import numba
+    return numba.get_num_threads()

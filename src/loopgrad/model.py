@@ -7,12 +7,13 @@ Every pass (forward, loss, gradients, evaluation, training) runs on the chosen b
 import copy
 import threading
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks, io, layout, tiers
+from . import _checks, _threads, io, layout, tiers
 from . import optim as _optim
 from .reference import network as numpy_network
 from .tables import CLASSIFIER_OUTPUTS, DTYPES, HE_INIT, HIDDEN_ACTIVATIONS, LOSS_CODE, OUTPUT_LOSS, activation_code
@@ -134,6 +135,8 @@ class History:
     epsilon: list = field(default_factory=list)  # DP-SGD: (epsilon, delta) spent after each epoch
     compute_seconds: list = field(default_factory=list)  # fit_distributed: the slowest chunk's training per round
     stop_reason: str = ""
+    # steps run on each thread count (the numba kernels: ``_threads.ThreadChoice`` picks, same bits)
+    thread_steps: dict = field(default_factory=dict)
 
     def to_dict(self):
         """Plain lists and numbers (JSON-ready), one entry per epoch where a field is per epoch."""
@@ -877,32 +880,76 @@ def _interruptible(call):
     return outcome["value"]
 
 
-def _run_epoch(model, training, opt, X, Y, W, order, batch_size, t, backend, rng):
-    """One epoch as one compiled call (several when DP-SGD's noise block would be too large);
-    returns (sum of m_b J_b, steps taken, training buffers). On a cold machine the first epochs may
-    run on the NumPy twin while the tuned kernels compile (``loopgrad.tiers``)."""
+def _run_epoch(model, training, opt, X, Y, W, order, batch_size, t, backend, rng, threads=None):
+    """One epoch as one compiled call (several when DP-SGD's noise block would be too large, and
+    chunks of about 50 ms on the numba kernels, each on the number of threads that ``threads``, a
+    ``_threads.ThreadChoice``, picks); returns (sum of m_b J_b, steps taken, training buffers). On a
+    cold machine the first epochs may run on the NumPy twin while the tuned kernels compile
+    (``loopgrad.tiers``)."""
     if opt.poisson:
         return _run_poisson_epoch(model, training, opt, X, Y, W, order, batch_size, t, backend, rng)
     n_batches = -(-order.size // batch_size)
     per_call = max(1, NOISE_BLOCK // model.n_params) if opt.per_step_noise else n_batches
     total = 0.0
-    for first in range(0, n_batches, per_call):
+    first = 0
+    while first < n_batches:
         steps = min(per_call, n_batches - first)
-        part = order[first * batch_size:(first + steps) * batch_size]
         module = running(backend, model.dtype.name, model.n_params)
+        if threads is not None and _numba_kernels(module) and not isinstance(X, SparseRows):
+            threads.resolve()
+            part_total, done = _interruptible(lambda stop: _chunks_on_threads(
+                threads, module, model, training, opt, X, Y, W, order, batch_size, t, first, n_batches, per_call, stop))
+            total += part_total
+            first += done
+            continue
+        part = order[first * batch_size:(first + steps) * batch_size]
         if isinstance(X, SparseRows):
             part_total, _ = _interruptible(lambda stop: module.train_epoch_sparse_into(
                 training.net, training.buf, X.data, X.indices, X.indptr, Y, W, part, batch_size, training.update,
                 t + first, stop))
             total += part_total
             opt.record(steps)
+            first += steps
             continue
         noise = opt.noise(steps, model.n_params, model.dtype)
         part_total, _ = _interruptible(lambda stop: module.train_epoch_into(
             training.net, training.buf, X, Y, W, part, batch_size, training.update, t + first, noise, stop))
         total += part_total
         opt.record(steps)
+        first += steps
     return total, n_batches, training
+
+
+def _numba_kernels(module):
+    """Whether ``module`` is the numba-compiled ``kernels.network`` (whose parallel regions take a thread
+    count), not its NumPy twin nor the ahead-of-time module, whose attributes may load numba."""
+    return isinstance(module, types.ModuleType) and module.__name__ == "loopgrad.kernels.network"
+
+
+def _chunks_on_threads(threads, module, model, training, opt, X, Y, W, order, batch_size, t, first, n_batches,
+                       per_call, stop):
+    """The epoch's steps from ``first`` on, in chunks, each on the number of threads that ``threads`` (a
+    ``_threads.ThreadChoice``) picks and timed for it; runs in one worker thread, so that GNU OpenMP
+    keeps one team of threads for all chunks. Returns (sum of m_b J_b, steps done)."""
+    import numba
+
+    total, done = 0.0, 0
+    while first + done < n_batches and stop[0] == 0:
+        n_threads, steps = threads.plan(min(per_call, n_batches - first - done))
+        at = first + done
+        part = order[at * batch_size:(at + steps) * batch_size]
+        noise = opt.noise(steps, model.n_params, model.dtype)
+        numba.set_num_threads(n_threads)
+        t0 = time.perf_counter()
+        part_total, _ = module.train_epoch_into(training.net, training.buf, X, Y, W, part, batch_size,
+                                                training.update, t + at, noise, stop)
+        threads.record(n_threads, steps, time.perf_counter() - t0)
+        if stop[0] != 0:
+            break  # interrupted inside the chunk: the caller raises KeyboardInterrupt
+        total += part_total
+        done += steps
+        opt.record(steps)
+    return total, done
 
 
 def _run_poisson_epoch(model, training, opt, X, Y, W, rows, batch_size, t, backend, rng):
@@ -949,6 +996,7 @@ def _train(model, opt, X, Y, rows, val, plan, rng, weights=None):
                              f"{training.update.state.shape}")
         training.update.state[...] = carry.moments
     history = History()
+    threads = _threads.ThreadChoice()
     watch = _Watch(plan.early_stopping, plan.patience, plan.tol)
     t = carry.t if carry is not None else 0
     start_theta = model.theta.copy()
@@ -968,8 +1016,9 @@ def _train(model, opt, X, Y, rows, val, plan, rng, weights=None):
                 order = rng.permutation(rows) if plan.shuffle else rows
                 t_epoch = time.perf_counter()
                 total, steps, training = _run_epoch(model, training, opt, X, Y, W, order, batch_size, t,
-                                                    plan.backend, rng)
+                                                    plan.backend, rng, threads)
                 history.epoch_seconds.append(time.perf_counter() - t_epoch)
+                history.thread_steps = dict(threads.steps)
                 t += steps
                 bar.update(steps)
                 epoch_loss = total / n
