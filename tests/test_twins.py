@@ -98,15 +98,22 @@ def test_tuned_products_match_their_naive_forms(nt_rows, m, k, n, dtype, acc, se
 
 
 @given(m=dims, k=st.integers(1, 3 * _gemm.K_CHUNK), n=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
-       transposed=st.booleans(), seed=st.integers(0, 2**16))
-def test_outer_product_form_matches_its_naive_form(m, k, n, dtype, transposed, seed):
+       layout=st.sampled_from(["C", "F", "strided"]), seed=st.integers(0, 2**16))
+def test_outer_product_form_matches_its_naive_form(m, k, n, dtype, layout, seed):
     """``nn_rows`` (the vector-IR block of ``_numba.outer_block``) against the triple loop: sums longer
-    than one chunk of k (K_CHUNK), X read through a transposed view as B2 reads A_prev, every number
-    of 6-row blocks and of 8- or 4-lane vectors with their remainders, rows outside [i0, m) untouched.
+    than one chunk of k (K_CHUNK); X row-major as F1 reads A_prev, through a transposed view ('F') as
+    B2 reads it, or with no contiguous axis at all (X and B every other column of a wider array: the
+    block then takes both strides at run time instead of one as a constant); every number of 6-row
+    blocks and of 8- or 4-lane vectors with their remainders; rows outside [i0, m) untouched.
     Tolerance: 4 eps(dtype) k max_ij (|X| |B|)_ij, the bound of a k-term sum in any order."""
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((k, m)).astype(dtype).T if transposed else rng.standard_normal((m, k)).astype(dtype)
-    B = rng.standard_normal((k, n)).astype(dtype)
+    if layout == "F":
+        X = rng.standard_normal((k, m)).astype(dtype).T
+    elif layout == "strided":
+        X = rng.standard_normal((m, 2 * k)).astype(dtype)[:, ::2]
+    else:
+        X = rng.standard_normal((m, k)).astype(dtype)
+    B = rng.standard_normal((k, 2 * n)).astype(dtype)[:, ::2] if layout == "strided" else rng.standard_normal((k, n)).astype(dtype)
     i0 = int(rng.integers(0, m))
     C1 = rng.standard_normal((m, n)).astype(dtype)
     C2 = C1.copy()

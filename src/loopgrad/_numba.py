@@ -252,6 +252,7 @@ def _outer_block_intrinsic():
     """``outer_block(X, B, C, i, j, k0, k1, add, R, NV)``: the register block of the matrix product
     C[i + r, j:j + NV * w] (+)= sum_{k0 <= k < k1} X[i + r, k] * B[k, j:j + NV * w] for r < R, where
     w = VECTOR_BITS / the dtype's bits (8 float32, 4 float64), R in 1..6 and NV in 1..2 constants.
+    B's and C's rows are read and written as whole vectors: the caller sees that they are contiguous.
 
     Written in LLVM vector IR because numba's loops leave the block to LLVM's vectorisers, which on
     AVX2 spill the 4 x 4 axpy form's 16 broadcasts and 4 rows of C out of 16 registers. Here the
@@ -302,6 +303,12 @@ def _outer_block_intrinsic():
             def parts(aty, value):
                 a = context.make_array(aty)(context, builder, value)
                 s0, s1 = cgutils.unpack_tuple(builder, a.strides, 2)
+                # a contiguous axis's stride as a constant: the loads then share one moving index
+                # instead of a chain of pointer additions per k (X read as X.T is 'F')
+                if aty.layout == "C":
+                    s1 = ir.Constant(i64, size)
+                elif aty.layout == "F":
+                    s0 = ir.Constant(i64, size)
                 return builder.bitcast(a.data, i8p), s0, s1
 
             def at(array, r, col, ty):

@@ -67,12 +67,15 @@ def nn_rows(X, B, C, i0, i1):
 
     The "outer-product" form: ``outer_block`` keeps a block of 6 rows by two vectors of C in
     registers and adds X[i+r,k] times B's row k to it for each k; X may be any layout (it is read
-    one scalar at a time). Columns past the last whole vector are summed by a plain loop.
+    one scalar at a time). Columns past the last whole vector are summed by a plain loop, and so
+    is every column where B's or C's rows are not contiguous.
     """
     K = X.shape[1]
     N = B.shape[1]
     w = VECTOR_BITS // (8 * C.itemsize)
-    n_vec = N // w * w
+    # the block loads and stores whole vectors of B's and C's rows: only where those are contiguous
+    rows_contiguous = B.strides[1] == B.itemsize and C.strides[1] == C.itemsize
+    n_vec = N // w * w if rows_contiguous else 0
     # k chunks outermost: a chunk's panel of B (K_CHUNK rows by two vectors) stays in L1 while every
     # 6-row block of the range goes by. Each C element still sums k in order, chunk after chunk.
     for k0 in range(0, K, K_CHUNK):
