@@ -330,7 +330,8 @@ def nn_rows_naive(X, B, C, i0, i1):
 
 @jit
 def nt_rows_naive(X, Y, C, i0, i1, acc):
-    """The naive form of ``nt_rows_4x4`` and ``nt_rows_4x3`` (B4): C[i,j] (+)= sum_k X[i,k] * Y[j,k], three plain loops."""
+    """The naive form of ``nt_rows_4x4`` and ``nt_rows_4x3`` (B4): C[i,j] (+)= sum_k X[i,k] * Y[j,k],
+    three plain loops."""
     for i in range(i0, i1):
         for j in range(Y.shape[0]):
             s = C.dtype.type(0.0)

@@ -213,41 +213,40 @@ def _row_blocks(net, buf, m, wsum, clip_norm):
 
 
 @jit
-def _grad_update_rows(A_prev, dZ, dW, net, update, t, fused, l, j0, j1):
-    """B2 on rows j0 <= j < j1 of layer l + 1's dW; with ``fused``, then the update of those weights at
-    step t while their gradient is still in cache."""
+def _grad_update_rows(A_prev, dZ, dW, net, update, t, l, j0, j1):
+    """B2 on rows j0 <= j < j1 of layer l + 1's dW, then the update of those weights at step t while
+    their gradient is still in cache."""
     _weight_grad_rows(A_prev, dZ, dW, j0, j1, dW.dtype.type(1.0) / dW.dtype.type(A_prev.shape[0]))
-    if fused:
-        p0, p1 = layout.param_rows(net.layers, l, j0, j1)
-        _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
+    p0, p1 = layout.param_rows(net.layers, l, j0, j1)
+    _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
 
 
 @jit(parallel=True)
-def _grad_update_blocks(A_prev, dZ, dW, net, update, t, fused, l):
+def _grad_update_blocks(A_prev, dZ, dW, net, update, t, l):
     # the layer's arrays come in as arguments: built from ``buf`` inside the task, LLVM compiled B2's
     # product 10-20% slower (measured on the AVX2 machine)
     n_in = A_prev.shape[1]
     rows = task_rows(dW.shape[1])
     for blk in prange((n_in + rows - 1) // rows):
-        _grad_update_rows(A_prev, dZ, dW, net, update, t, fused, l, blk * rows, min(n_in, (blk + 1) * rows))
+        _grad_update_rows(A_prev, dZ, dW, net, update, t, l, blk * rows, min(n_in, (blk + 1) * rows))
 
 
 @jit
-def _grads_and_update(net, buf, m, update, t, fused):
-    """B2 and B3 for every layer, each block of parameters updated as soon as its gradient is written
-    when ``fused``."""
+def _grads_and_update(net, buf, m, update, t):
+    """B2 and B3 for every layer, each block of parameters updated as soon as its gradient is written:
+    ``_dense_grads_from`` with the update fused in (the same partition of dW into tasks, so the same
+    gradient bits)."""
     for l in range(net.layers.shape[0]):
         dW, db = layout.params(net.grad, net.layers, l)
         A_prev, dZ = layout.a(buf, l, m), layout.dz(buf, l + 1, m)
         n_in = dW.shape[0]
         if m * n_in * dW.shape[1] < SERIAL_WORK:
-            _grad_update_rows(A_prev, dZ, dW, net, update, t, fused, l, FIRST, n_in)
+            _grad_update_rows(A_prev, dZ, dW, net, update, t, l, FIRST, n_in)
         else:
-            _grad_update_blocks(A_prev, dZ, dW, net, update, t, fused, l)
+            _grad_update_blocks(A_prev, dZ, dW, net, update, t, l)
         _bias_grad_into(dZ, db)
-        if fused:
-            p0, p1 = layout.param_rows(net.layers, l, n_in, n_in + 1)  # b is the row after W's
-            _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
+        p0, p1 = layout.param_rows(net.layers, l, n_in, n_in + 1)  # b is the row after W's
+        _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
 
 
 @jit
@@ -266,9 +265,9 @@ def train_step_into(net, buf, m, update, t, noise):
     ROW_PASS_ROWS rows in one pass over blocks of rows, each block through every layer and back; then
     B2 and B3 with the update of each block of parameters as soon as its gradient is written. For
     DP-SGD the noisy mean (``noise._dp_noise_into``: the counter-based noise of step ``t``, or the row
-    ``noise`` (P,) when it is not empty) comes between the gradient and the update. The same numbers as ``forward_into``,
-    ``gradients_into`` and the update in turn. Updates ``net.theta`` in place at step ``t``; returns J of
-    the batch before the update."""
+    ``noise`` (P,) when it is not empty) comes between the whole gradient and the update. The same
+    numbers as ``forward_into``, ``gradients_into`` and the update in turn. Updates ``net.theta`` in
+    place at step ``t``; returns J of the batch before the update."""
     clip_norm = update.hyper[H_CLIP]
     if m > ROW_PASS_ROWS:
         forward_into(net, buf, m)
@@ -282,13 +281,13 @@ def train_step_into(net, buf, m, update, t, noise):
         else:
             _row_pass(net, buf, m, wsum, clip_norm, FIRST, m)
         J = _cost_of_losses(buf, m)
-    # DP-SGD's noise goes on the whole gradient before any parameter moves
-    fused = clip_norm <= 0.0
-    _grads_and_update(net, buf, m, update, t, fused)
     if clip_norm > 0.0:
+        # DP-SGD's noise goes on the whole gradient before any parameter moves
+        _dense_grads_from(net, buf, m, 1)
         _dp_noise_into(net.grad, noise, update.hyper, t, m)
-    if not fused:
         _optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t)
+    else:
+        _grads_and_update(net, buf, m, update, t)
     return J
 
 
