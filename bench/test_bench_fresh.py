@@ -1,5 +1,6 @@
 """Training steps of every runtime in fresh processes (loopgrad.bench_fresh): the loops on 2 and 1
-threads, their NumPy twin, PyTorch eager and JAX's jit of a lax.scan over the epoch, where installed.
+threads, their NumPy twin, PyTorch eager and JAX's jit of a lax.scan over the epoch, where installed;
+every case in float32 and in float64.
 
 The timed call is one whole measurement (several processes per runtime, one after the other);
 the numbers that matter, the median microseconds per step over processes and the spread, are in
@@ -13,18 +14,20 @@ from loopgrad import bench_fresh
 from conftest import sized
 
 
-@pytest.mark.parametrize("case", sized(bench_fresh.CASES))
-def test_fresh_process_steps(benchmark, case, request):
+@pytest.mark.parametrize("case_dtype", sized([(case, dtype) for dtype in ("float32", "float64")
+                                               for case in bench_fresh.CASES]))
+def test_fresh_process_steps(benchmark, case_dtype, request):
+    case, dtype = case_dtype
     small = request.config.getoption("--bench-sizes") == "small"
     processes = 1 if small else 5
-    peak = bench_fresh.sgemm_peak()
-    rows = benchmark.pedantic(bench_fresh.measure, args=([case],), kwargs={"processes": processes}, rounds=1,
-                              iterations=1)
-    benchmark.group = f"fresh processes {'-'.join(map(str, case[0]))} batch={case[1]}"
-    benchmark.extra_info["sgemm_peak_gflops"] = peak
+    peak = bench_fresh.sgemm_peak(dtype)
+    rows = benchmark.pedantic(bench_fresh.measure, args=([case],), kwargs={"processes": processes, "dtype": dtype},
+                              rounds=1, iterations=1)
+    benchmark.group = f"fresh processes {'-'.join(map(str, case[0]))} batch={case[1]} {dtype}"
+    benchmark.extra_info["gemm_peak_gflops"] = peak
     benchmark.extra_info["us_per_step"] = {r[0]: r[3] for r in rows}
     benchmark.extra_info["spread"] = {r[0]: r[4] for r in rows}
-    print("\n" + bench_fresh.table(rows, peak))
+    print("\n" + bench_fresh.table(rows, peak, dtype))
     assert {r[0] for r in rows} >= {"loops", "loops-1t", "numpy"}
     assert all(math.isfinite(r[3]) and r[3] > 0 for r in rows)
 

@@ -248,9 +248,10 @@ def _cmd_bench(args):
         return 0
     if args.fresh:
         from . import bench_fresh
-        peak = bench_fresh.sgemm_peak()
+        peak = bench_fresh.sgemm_peak(args.dtype)
         cases = bench_fresh.CASES[:1] if args.quick else bench_fresh.CASES
-        print(bench_fresh.table(bench_fresh.measure(cases, processes=args.processes), peak))
+        rows = bench_fresh.measure(cases, processes=args.processes, dtype=args.dtype)
+        print(bench_fresh.table(rows, peak, args.dtype))
         return 0
     if args.compile_time:
         targets = {"main job, cold cache": "target <= 5 s", "main job, warm cache": "target <= 1 s",
@@ -278,7 +279,7 @@ def register(sub):
     b.add_argument("--plot", metavar="PNG", default="bench.png", help="ratio-vs-size plot (default bench.png)")
     b.add_argument("--fresh", action="store_true",
                    help="instead: training steps of every runtime (loops on 2 and 1 threads, NumPy, PyTorch, JAX jit) "
-                        "in several fresh processes each: median, spread, share of the sgemm peak")
+                        "in several fresh processes each, in --dtype: median, spread, share of the BLAS peak")
     b.add_argument("--dp", action="store_true",
                    help="instead: DP-SGD's step over the plain SGD step (784-128-64-10, batch 64), alternating the "
                         "two in each of several fresh processes")

@@ -10,8 +10,10 @@ sit in a lucky or an unlucky mode for its whole life, which only several process
 Runtimes: ``loops`` (the tuned kernels, 2 threads), ``loops-1t`` (one thread), ``numpy`` (their
 NumPy twin), ``torch`` (PyTorch eager, 2 threads) and ``jax`` (``jit`` of a ``lax.scan`` over the
 epoch's steps: value_and_grad and the SGD update, the fairest compiled rival), each where
-installed. ``sgemm_peak`` is NumPy's float32 1024^3 product, measured in a fresh process of the
-same run, so that steps can be given as a share of what the machine's BLAS reaches.
+installed. ``sgemm_peak`` is NumPy's 1024^3 product in the same dtype (sgemm for float32, dgemm for
+float64), measured in a fresh process of the same run, so that steps can be given as a share of what
+the machine's BLAS reaches. Cases: the 784-128-64-10 network at batch 32, 128 and 1024, and the
+64-64-10 digits network at batch 32; every runtime in float32 or in float64.
 
 ``dp_ratio`` times DP-SGD's step (per-example clipping and the noise drawn in the step) against the
 plain SGD step on the same network. Each fresh process alternates rounds of the two, so that a
@@ -25,7 +27,7 @@ import statistics
 import subprocess
 import sys
 
-CASES = [([784, 128, 64, 10], 32), ([784, 128, 64, 10], 128), ([784, 128, 64, 10], 1024)]
+CASES = [([784, 128, 64, 10], 32), ([784, 128, 64, 10], 128), ([784, 128, 64, 10], 1024), ([64, 64, 10], 32)]
 RUNTIMES = ("loops", "loops-1t", "numpy", "torch", "jax")
 EPOCHS = 5
 LR = 0.01
@@ -57,27 +59,27 @@ def _time_epochs(epoch):
     return statistics.median(times)
 
 
-def _loopgrad_seconds(sizes, batch, backend):
+def _loopgrad_seconds(sizes, batch, backend, dtype):
     """Median epoch of one ``fit`` over EPOCHS + 1 epochs (the first warms up): ``History.epoch_seconds``
     times each epoch's training call, without fit's one-off input checks."""
     import loopgrad as lg
 
-    X, y = _data(sizes, batch)
-    model = lg.MLP(sizes, hidden="relu", output="softmax", dtype="float32")
+    X, y = _data(sizes, batch, dtype)
+    model = lg.MLP(sizes, hidden="relu", output="softmax", dtype=dtype)
     history = model.fit(X, y, epochs=EPOCHS + 1, batch_size=batch, optimizer=lg.SGD(LR), shuffle=False,
                         progress=False, backend=backend)
     return statistics.median(history.epoch_seconds[1:])
 
 
-def _torch_epoch(sizes, batch):
+def _torch_epoch(sizes, batch, dtype):
     import torch
 
     torch.set_num_threads(2)
-    X, y = _data(sizes, batch)
+    X, y = _data(sizes, batch, dtype)
     layers = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    net = torch.nn.Sequential(*layers[:-1])
+    net = torch.nn.Sequential(*layers[:-1]).to(getattr(torch, dtype))
     sgd = torch.optim.SGD(net.parameters(), lr=LR)
     loss = torch.nn.CrossEntropyLoss()
     batches = [(torch.from_numpy(X[s:s + batch]), torch.from_numpy(y[s:s + batch])) for s in range(0, len(X), batch)]
@@ -90,17 +92,20 @@ def _torch_epoch(sizes, batch):
     return epoch
 
 
-def _jax_epoch(sizes, batch):
+def _jax_epoch(sizes, batch, dtype):
     import jax
+
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)  # else JAX quietly computes in float32
     import jax.numpy as jnp
     import numpy as np
 
-    X, y = _data(sizes, batch)
+    X, y = _data(sizes, batch, dtype)
     steps = len(X) // batch
     Xb = jnp.asarray(X.reshape(steps, batch, sizes[0]))
-    Yb = jnp.asarray(np.eye(sizes[-1], dtype=np.float32)[y].reshape(steps, batch, sizes[-1]))
+    Yb = jnp.asarray(np.eye(sizes[-1], dtype=dtype)[y].reshape(steps, batch, sizes[-1]))
     rng = np.random.default_rng(0)
-    params = [(jnp.asarray(rng.normal(0, np.sqrt(2 / a), (a, b)).astype(np.float32)), jnp.zeros(b, jnp.float32))
+    params = [(jnp.asarray(rng.normal(0, np.sqrt(2 / a), (a, b)).astype(dtype)), jnp.zeros(b, dtype))
               for a, b in zip(sizes[:-1], sizes[1:])]
 
     def loss(p, xb, yb):
@@ -118,12 +123,13 @@ def _jax_epoch(sizes, batch):
     return lambda: jax.block_until_ready(run(params))
 
 
-def _worker(runtime, sizes, batch):
+def _worker(runtime, sizes, batch, dtype="float32"):
     """One fresh process: median seconds per epoch of ``runtime`` on the case, as microseconds per step."""
     if runtime in ("loops", "loops-1t", "numpy"):
-        seconds = _loopgrad_seconds(sizes, batch, "numpy" if runtime == "numpy" else "loops")
+        seconds = _loopgrad_seconds(sizes, batch, "numpy" if runtime == "numpy" else "loops", dtype)
     else:
-        seconds = _time_epochs(_torch_epoch(sizes, batch) if runtime == "torch" else _jax_epoch(sizes, batch))
+        epoch = _torch_epoch if runtime == "torch" else _jax_epoch
+        seconds = _time_epochs(epoch(sizes, batch, dtype))
     return seconds / _steps_per_epoch(batch) * 1e6
 
 
@@ -173,12 +179,12 @@ def dp_table(result, case=DP_CASE):
             f"plain {result['plain']:.0f} us, DP {result['dp']:.0f} us per step (medians)")
 
 
-def _peak_worker():
+def _peak_worker(dtype="float32"):
     import time
 
     import numpy as np
 
-    A = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    A = np.random.default_rng(0).standard_normal((1024, 1024)).astype(dtype)
     C = A @ A
     times = []
     for _ in range(20):
@@ -205,31 +211,42 @@ def _spawn(args, runtime=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def sgemm_peak():
-    """GFLOP/s of NumPy's float32 1024^3 product in a fresh process."""
-    return _spawn(["peak"])
+def sgemm_peak(dtype="float32"):
+    """GFLOP/s of NumPy's 1024^3 product in ``dtype`` (sgemm or dgemm) in a fresh process."""
+    return _spawn(["peak", _dtype_name(dtype)])
 
 
-def measure(cases=CASES, processes=5, runtimes=RUNTIMES):
-    """[(runtime, sizes, batch, median us/step, spread max/min, GFLOP/s)] over ``processes`` fresh processes each."""
+def _dtype_name(dtype):
+    name = str(getattr(dtype, "name", dtype))
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}")
+    return name
+
+
+def measure(cases=CASES, processes=5, runtimes=RUNTIMES, dtype="float32"):
+    """[(runtime, sizes, batch, median us/step, spread max/min, GFLOP/s)] over ``processes`` fresh processes
+    each, every runtime in ``dtype``."""
     from ._checks import integer
 
     processes = integer("processes", processes, 1)
+    dtype = _dtype_name(dtype)
     rows = []
     for sizes, batch in cases:
         for runtime in runtimes:
             if not available(runtime):
                 continue
-            per_step = [_spawn(["worker", runtime, json.dumps(sizes), str(batch)], runtime) for _ in range(processes)]
+            per_step = [_spawn(["worker", runtime, json.dumps(sizes), str(batch), dtype], runtime)
+                        for _ in range(processes)]
             med = statistics.median(per_step)
             flop = 6.0 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
             rows.append((runtime, sizes, batch, med, max(per_step) / min(per_step), flop / med / 1e3))
     return rows
 
 
-def table(rows, peak):
-    out = [f"training steps in fresh processes (float32, SGD; median over processes, spread = max/min; "
-           f"sgemm peak {peak:.0f} GFLOP/s)",
+def table(rows, peak, dtype="float32"):
+    gemm = "sgemm" if _dtype_name(dtype) == "float32" else "dgemm"
+    out = [f"training steps in fresh processes ({dtype}, SGD; median over processes, spread = max/min; "
+           f"{gemm} peak {peak:.0f} GFLOP/s)",
            f"{'case':22} {'runtime':9} {'us/step':>9} {'spread':>7} {'% peak':>7} {'loops faster by':>16}"]
     loops = {(tuple(s), b): med for r, s, b, med, _, _ in rows if r == "loops"}
     for runtime, sizes, batch, med, spread, gflops in rows:
@@ -242,8 +259,8 @@ def table(rows, peak):
 
 if __name__ == "__main__":
     if sys.argv[1] == "peak":
-        print(json.dumps(_peak_worker()))
+        print(json.dumps(_peak_worker(*sys.argv[2:3])))
     elif sys.argv[1] == "dp":
         print(json.dumps(_dp_worker(json.loads(sys.argv[2]), int(sys.argv[3]))))
     else:
-        print(json.dumps(_worker(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))))
+        print(json.dumps(_worker(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])))
