@@ -249,56 +249,59 @@ VECTOR_BITS = 256
 
 
 def _outer_block_intrinsic():
-    """``outer_block(X, B, C, i, j, k0, k1, add, R, NV)``: the register block of the matrix product
-    C[i + r, j:j + NV * w] (+)= sum_{k0 <= k < k1} X[i + r, k] * B[k, j:j + NV * w] for r < R, where
-    w = VECTOR_BITS / the dtype's bits (8 float32, 4 float64), R in 1..6 and NV in 1..2 constants.
+    """``outer_block(X, B, C, i, j, cols, k0, k1, add, R)``: the register block of the matrix product
+    C[i + r, j:j + cols] (+)= sum_{k0 <= k < k1} X[i + r, k] * B[k, j:j + cols] for r < R, with
+    1 <= cols <= 2 w, w = VECTOR_BITS / the dtype's bits (8 float32, 4 float64), R in 1..6 a constant.
     B's and C's rows are read and written as whole vectors: the caller sees that they are contiguous.
 
     Written in LLVM vector IR because numba's loops leave the block to LLVM's vectorisers, which on
     AVX2 spill the 4 x 4 axpy form's 16 broadcasts and 4 rows of C out of 16 registers. Here the
-    R * NV accumulators, NV vectors of B's row k and one broadcast of X[i + r, k] take at most 15
-    registers (R = 6, NV = 2), and each k costs one multiply-add per accumulator. Every element's sum
-    runs over k in order, so the result does not depend on the thread that runs the block. ``add``
-    adds to C instead of overwriting it (a later chunk of k). With the JIT off, NumPy computes the
-    same block.
+    R x 2 accumulators, two vectors of B's row k and one broadcast of X[i + r, k] take at most 15
+    registers, and each k costs one multiply-add per accumulator. A block of at most w columns keeps
+    one vector per row; where ``cols`` ends inside a vector, that vector's loads and stores are
+    masked (the 10 columns of a classifier's output layer: two vectors, the second with 2 lanes), so
+    no column is left to a scalar loop. Every element's sum runs over k in order, so the result does
+    not depend on the thread that runs the block. ``add`` adds to C instead of overwriting it (a
+    later chunk of k). With the JIT off, NumPy computes the same block.
     """
     if config.DISABLE_JIT:
-        def outer_block(X, B, C, i, j, k0, k1, add, R, NV):
-            w = VECTOR_BITS // (8 * C.itemsize)
-            cols = slice(j, j + NV * w)
-            block = X[i:i + R, k0:k1] @ B[k0:k1, cols]
-            C[i:i + R, cols] = C[i:i + R, cols] + block if add else block
+        def outer_block(X, B, C, i, j, cols, k0, k1, add, R):
+            block = X[i:i + R, k0:k1] @ B[k0:k1, j:j + cols]
+            C[i:i + R, j:j + cols] = C[i:i + R, j:j + cols] + block if add else block
         return outer_block
     from llvmlite import ir
     from numba.core import cgutils, types
     from numba.core.extending import intrinsic
 
-    i64 = ir.IntType(64)
+    i32, i64 = ir.IntType(32), ir.IntType(64)
     i8p = ir.IntType(8).as_pointer()
 
     @intrinsic
-    def outer_block(typingctx, X, B, C, i, j, k0, k1, add, R, NV):
+    def outer_block(typingctx, X, B, C, i, j, cols, k0, k1, add, R):
         arrays = (X, B, C)
         if not all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == C.dtype for a in arrays):
             return None
         if C.dtype not in (types.float32, types.float64):
             return None
-        if not (isinstance(R, types.IntegerLiteral) and isinstance(NV, types.IntegerLiteral)):
+        if not isinstance(R, types.IntegerLiteral) or not 1 <= R.literal_value <= 6:
             return None
         if not isinstance(add, types.Boolean):
             return None
-        rows, nvec = R.literal_value, NV.literal_value
-        if not (1 <= rows <= 6 and 1 <= nvec <= 2):
-            return None
+        rows = R.literal_value
 
         def codegen(context, builder, sig, args):
-            x, b, c, i_, j_, k0_, k1_, add_ = args[:8]
+            x, b, c, i_, j_, cols_, k0_, k1_, add_ = args[:9]
             fty = context.get_value_type(C.dtype)
-            size = C.dtype.bitwidth // 8
-            w = VECTOR_BITS // C.dtype.bitwidth
-            vty = ir.VectorType(fty, w)
-            name = f"llvm.fmuladd.v{w}f{C.dtype.bitwidth}"
-            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+            size, bits = C.dtype.bitwidth // 8, C.dtype.bitwidth
+            w = VECTOR_BITS // bits
+            vty, mty, lty = ir.VectorType(fty, w), ir.VectorType(ir.IntType(1), w), ir.VectorType(i64, w)
+            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                                     f"llvm.fmuladd.v{w}f{bits}")
+            masked_load = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]), f"llvm.masked.load.v{w}f{bits}.p0")
+            masked_store = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
+                f"llvm.masked.store.v{w}f{bits}.p0")
 
             def parts(aty, value):
                 a = context.make_array(aty)(context, builder, value)
@@ -316,34 +319,58 @@ def _outer_block_intrinsic():
                 offset = builder.add(builder.mul(r, s0), builder.mul(col, s1))  # strides are in bytes
                 return builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
 
+            def splat(value, ty):
+                return builder.shuffle_vector(builder.insert_element(ir.Constant(ty, ir.Undefined), value, lane0),
+                                              ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(i32, w), [0] * w))
+
             xp, bp, cp = parts(X, x), parts(B, b), parts(C, c)
             row = [builder.add(i_, ir.Constant(i64, r)) for r in range(rows)]
-            col = [builder.add(j_, ir.Constant(i64, h * w)) for h in range(nvec)]
-            # accumulators in stack slots, which LLVM promotes to registers
-            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in range(nvec)]
-                   for _ in range(rows)]
-            lane0 = ir.Constant(ir.IntType(32), 0)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), w), [0] * w)
-            undef = ir.Constant(vty, ir.Undefined)
-            with cgutils.for_range_slice(builder, k0_, k1_, ir.Constant(i64, 1)) as (k, _):
-                bk = [builder.load(at(bp, k, col[h], vty), align=size) for h in range(nvec)]
+            col = [builder.add(j_, ir.Constant(i64, h * w)) for h in range(2)]
+            lane0 = ir.Constant(i32, 0)
+            zero = ir.Constant(vty, None)
+            align = ir.Constant(i32, size)
+
+            def block(nvec, masked):
+                # the lanes of vector h that lie inside the block's cols
+                masks = [builder.icmp_signed("<", ir.Constant(lty, list(range(w))),
+                                             splat(builder.sub(cols_, ir.Constant(i64, h * w)), lty))
+                         for h in range(nvec)] if masked else None
+
+                def load(ptr, h):
+                    return builder.call(masked_load, [ptr, align, masks[h], zero]) if masked else builder.load(ptr, align=size)
+
+                # accumulators in stack slots, which LLVM promotes to registers
+                acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nvec)] for _ in range(rows)]
+                with cgutils.for_range_slice(builder, k0_, k1_, ir.Constant(i64, 1)) as (k, _):
+                    bk = [load(at(bp, k, col[h], vty), h) for h in range(nvec)]
+                    for r in range(rows):
+                        xs = splat(builder.load(at(xp, row[r], k, fty)), vty)
+                        for h in range(nvec):
+                            # C[i+r, j+h*w : j+(h+1)*w] += X[i+r,k] * B[k, j+h*w : j+(h+1)*w]
+                            builder.store(builder.call(fmuladd, [xs, bk[h], builder.load(acc[r][h])]), acc[r][h])
                 for r in range(rows):
-                    xk = builder.load(at(xp, row[r], k, fty))
-                    xs = builder.shuffle_vector(builder.insert_element(undef, xk, lane0), undef, splat)
                     for h in range(nvec):
-                        # C[i+r, j+h*w : j+(h+1)*w] += X[i+r,k] * B[k, j+h*w : j+(h+1)*w]
-                        builder.store(builder.call(fmuladd, [xs, bk[h], builder.load(acc[r][h])]), acc[r][h])
-            for r in range(rows):
-                for h in range(nvec):
-                    ptr = at(cp, row[r], col[h], vty)
-                    total = builder.load(acc[r][h])
-                    with builder.if_else(add_) as (then, otherwise):
-                        with then:
-                            builder.store(builder.fadd(total, builder.load(ptr, align=size)), ptr, align=size)
-                        with otherwise:
+                        ptr = at(cp, row[r], col[h], vty)
+                        with builder.if_then(add_):
+                            builder.store(builder.fadd(builder.load(acc[r][h]), load(ptr, h)), acc[r][h])
+                        total = builder.load(acc[r][h])
+                        if masked:
+                            builder.call(masked_store, [total, ptr, align, masks[h]])
+                        else:
                             builder.store(total, ptr, align=size)
+
+            # one k loop per case, chosen once per block: two vectors or one, whole or ending in a masked one
+            with builder.if_else(builder.icmp_signed(">", cols_, ir.Constant(i64, w))) as (two, one):
+                for nvec, branch in ((2, two), (1, one)):
+                    with branch:
+                        whole = builder.icmp_signed("==", cols_, ir.Constant(i64, nvec * w))
+                        with builder.if_else(whole) as (unmasked, masked):
+                            with unmasked:
+                                block(nvec, False)
+                            with masked:
+                                block(nvec, True)
             return context.get_dummy_value()
-        return types.void(X, B, C, i, j, k0, k1, add, R, NV), codegen
+        return types.void(X, B, C, i, j, cols, k0, k1, add, R), codegen
 
     return outer_block
 

@@ -8,8 +8,9 @@ against over many shapes.
 How the tuned forms get their speed (see the README for the figures):
 - "outer-product" form (``nn_rows``, F1 and B2): a block of 6 rows by two 8-lane vectors of C
   stays in registers while k runs, and each k adds X[i+r,k] times a row of B to it
-  (``_numba.outer_block``, written in LLVM's vector IR). Neither operand is copied or
-  transposed: F1 reads W as stored, B2 reads A_prev in place as A_prev.T.
+  (``_numba.outer_block``, written in LLVM's vector IR; a last vector that the row ends inside is
+  masked). Neither operand is copied or transposed: F1 reads W as stored, B2 reads A_prev in place
+  as A_prev.T.
 - "dot" form (``nt_rows``, B4): both operands contiguous along k, a 4 x 4 (AVX-512) or 4 x 3
   (AVX2) block of outputs in scalar accumulators that LLVM keeps in vector registers (fastmath
   reassociation splits each sum across SIMD lanes).
@@ -30,34 +31,20 @@ K_CHUNK = 256
 
 
 @jit
-def _outer_rows(X, B, C, i, r, j, nv, k0, k1, add):
-    # outer_block wants its shape as constants: one specialisation per (rows, vectors)
-    if nv == 2:
-        if r == 6:
-            outer_block(X, B, C, i, j, k0, k1, add, 6, 2)
-        elif r == 5:
-            outer_block(X, B, C, i, j, k0, k1, add, 5, 2)
-        elif r == 4:
-            outer_block(X, B, C, i, j, k0, k1, add, 4, 2)
-        elif r == 3:
-            outer_block(X, B, C, i, j, k0, k1, add, 3, 2)
-        elif r == 2:
-            outer_block(X, B, C, i, j, k0, k1, add, 2, 2)
-        else:
-            outer_block(X, B, C, i, j, k0, k1, add, 1, 2)
+def _outer_rows(X, B, C, i, r, j, cols, k0, k1, add):
+    # outer_block wants its number of rows as a constant: one specialisation per count
+    if r == 6:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 6)
+    elif r == 5:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 5)
+    elif r == 4:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 4)
+    elif r == 3:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 3)
+    elif r == 2:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 2)
     else:
-        if r == 6:
-            outer_block(X, B, C, i, j, k0, k1, add, 6, 1)
-        elif r == 5:
-            outer_block(X, B, C, i, j, k0, k1, add, 5, 1)
-        elif r == 4:
-            outer_block(X, B, C, i, j, k0, k1, add, 4, 1)
-        elif r == 3:
-            outer_block(X, B, C, i, j, k0, k1, add, 3, 1)
-        elif r == 2:
-            outer_block(X, B, C, i, j, k0, k1, add, 2, 1)
-        else:
-            outer_block(X, B, C, i, j, k0, k1, add, 1, 1)
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 1)
 
 
 @jit
@@ -67,36 +54,23 @@ def nn_rows(X, B, C, i0, i1):
 
     The "outer-product" form: ``outer_block`` keeps a block of 6 rows by two vectors of C in
     registers and adds X[i+r,k] times B's row k to it for each k; X may be any layout (it is read
-    one scalar at a time). Columns past the last whole vector are summed by a plain loop, and so
-    is every column where B's or C's rows are not contiguous.
+    one scalar at a time). The last block of columns may end inside a vector (masked). Where B's or
+    C's rows are not contiguous, a plain loop sums every column instead.
     """
     K = X.shape[1]
     N = B.shape[1]
-    w = VECTOR_BITS // (8 * C.itemsize)
-    # the block loads and stores whole vectors of B's and C's rows: only where those are contiguous
-    rows_contiguous = B.strides[1] == B.itemsize and C.strides[1] == C.itemsize
-    n_vec = N // w * w if rows_contiguous else 0
+    if K == 0 or B.strides[1] != B.itemsize or C.strides[1] != C.itemsize:
+        nn_rows_naive(X, B, C, i0, i1)
+        return
+    width = 2 * VECTOR_BITS // (8 * C.itemsize)
     # k chunks outermost: a chunk's panel of B (K_CHUNK rows by two vectors) stays in L1 while every
     # 6-row block of the range goes by. Each C element still sums k in order, chunk after chunk.
     for k0 in range(0, K, K_CHUNK):
         k1 = min(K, k0 + K_CHUNK)
         add = k0 > 0
-        for j in range(0, n_vec - w, 2 * w):
+        for j in range(0, N, width):
             for i in range(i0, i1, 6):
-                _outer_rows(X, B, C, i, min(6, i1 - i), j, 2, k0, k1, add)
-        if n_vec // w % 2 == 1:
-            for i in range(i0, i1, 6):
-                _outer_rows(X, B, C, i, min(6, i1 - i), n_vec - w, 1, k0, k1, add)
-    for i in range(i0, i1):
-        if K == 0:
-            for j in range(n_vec):
-                C[i, j] = C.dtype.type(0.0)
-        for j in range(n_vec, N):
-            s = C.dtype.type(0.0)
-            # C[i,j] = sum_k X[i,k] * B[k,j]
-            for k in range(K):
-                s += X[i, k] * B[k, j]
-            C[i, j] = s
+                _outer_rows(X, B, C, i, min(6, i1 - i), j, min(width, N - j), k0, k1, add)
 
 
 @jit
