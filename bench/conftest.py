@@ -3,7 +3,8 @@ that with ``--benchmark-disable`` so the suite cannot rot).
 
 Every timing is preceded by a correctness check against the NumPy twin. PyTorch joins each group where
 it is installed (``pip install torch==2.13.0``). One runtime is busy at a time: numba, OpenBLAS and
-PyTorch each use 2 threads, one after the other, in the same process.
+PyTorch each use 2 threads, one after the other, in the same process, each benchmark after the others'
+pools have gone idle (``settled_pools``).
 """
 import os
 
@@ -31,6 +32,16 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "small: the smallest size of a group, run by CI")
+
+
+@pytest.fixture(autouse=True)
+def settled_pools(request):
+    """Each benchmark starts once the thread pools of the one before (OpenBLAS's, PyTorch's) have
+    stopped spinning; else the loops timed after a NumPy product lose a core to them. The company
+    case (test_bench_dense.py -k company) sets that up on purpose, inside its timing."""
+    if not request.config.getoption("benchmark_disable", False):
+        from loopgrad.bench_cli import settle
+        settle()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,7 +1,8 @@
 """``loopgrad bench``: a compact benchmark in one process, ratios measured in the same run.
 
 Runtimes take turns (numba, then OpenBLAS, then PyTorch where installed), each with its own
-threads, so they do not fight over the two cores.
+threads, and each timing waits until the pools of the one before have stopped spinning (``settle``),
+so they do not fight over the two cores.
 """
 import time
 
@@ -9,10 +10,21 @@ import numpy as np
 
 SIZES = [(32, 784, 128), (256, 784, 256), (1024, 1024, 1024)]
 STEPS = [([784, 128, 64, 10], 32), ([784, 128, 64, 10], 128), ([784, 128, 64, 10], 1024), ([64, 64, 10], 32)]
+# Seconds to wait before each timing: after a product, OpenBLAS's workers spin for about 2^28 cycles
+# (0.1 s here), and PyTorch's do the same; on 2 cores a spinning worker takes a core from whichever
+# runtime is timed next (measured: the loops' F1 up to 4-11x slower, see the README's "In company").
+# Each runtime is timed alone; bench/test_bench_dense.py -k company times the company itself.
+SETTLE = 0.25
+
+
+def settle():
+    """Let the thread pools of the runtime timed before go idle (``SETTLE``)."""
+    time.sleep(SETTLE)
 
 
 def _median_seconds(fn, budget=0.3, min_runs=5):
     fn()
+    settle()
     times = []
     start = time.perf_counter()
     while len(times) < min_runs or time.perf_counter() - start < budget:
