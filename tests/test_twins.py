@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import loopgrad as lg
 from loopgrad import kernels, reference
 from loopgrad.kernels import _gemm
 from loopgrad.twins import CASES, IMPLEMENTATIONS, LAYOUTS, applies, compare
@@ -121,6 +122,29 @@ def test_outer_product_form_matches_its_naive_form(m, k, n, dtype, layout, seed)
     _gemm.nn_rows_naive(X, B, C2, i0, m)
     assert np.abs(C1 - C2).max() <= 4 * np.finfo(dtype).eps * k * (np.abs(X) @ np.abs(B)).max()
     assert (C1[:i0] == C2[:i0]).all()
+
+
+@pytest.mark.parametrize("dtype, width", [("float32", 1024), ("float64", 512)])
+def test_products_on_rows_4kb_long(dtype, width, rng):
+    """Rows of W, A_prev or dZ that are 4 KB long are read from a padded copy (``_gemm.unaliased``):
+    the public kernels and a network's gradient at such sizes against the NumPy twin. Tolerance: 4
+    eps(dtype) times the summed length times max |reference|, a sum's bound in any order."""
+    m = 256
+    A = rng.standard_normal((m, width)).astype(dtype)
+    W = rng.standard_normal((width, 256)).astype(dtype)
+    W_wide = rng.standard_normal((16, width)).astype(dtype)
+    dZ = rng.standard_normal((m, 256)).astype(dtype)
+    eps = np.finfo(dtype).eps
+    assert _gemm.unaliased(A, 256).shape[1] > width  # the padded path is the one under test
+    A16, b = A[:, :16], W_wide[0]
+    pairs = ((kernels.dense_forward(A16, W_wide, b), reference.dense_forward(A16, W_wide, b), 16),
+             (kernels.dense_backward(dZ, A, W)[1], reference.dense_backward(dZ, A, W)[1], m))
+    for got, want, n in pairs:
+        assert np.abs(got - want).max() <= 4 * eps * n * np.abs(want).max()
+    model = lg.MLP([16, width, 256], dtype=dtype, seed=0)
+    X, y = rng.standard_normal((m, 16)).astype(dtype), rng.integers(0, 256, m)
+    (_, loops), (_, twin) = model.gradient_block(X, y, "loops"), model.gradient_block(X, y, "numpy")
+    assert np.abs(loops - twin).max() <= 4 * eps * width * np.abs(twin).max()
 
 
 def test_kernels_reject_mixed_or_bad_dtypes(rng):

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _checks
 from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
-from ._gemm import ROW_BLOCK, SERIAL_WORK, nn_rows, nt_rows, task_rows
+from ._gemm import ROW_BLOCK, SERIAL_WORK, nn_rows, nt_rows, task_rows, unaliased
 from .activations import _act_row_backward, _act_row_forward
 
 
@@ -32,7 +32,7 @@ def _forward_rows(A_prev, W, b, code, Z, A, i0, i1):
 @jit(parallel=True)
 def _forward_blocks(A_prev, W, b, code, Z, A):
     m = A_prev.shape[0]
-    rows = task_rows(W.shape[1])
+    rows = task_rows(Z.shape[1])
     for blk in prange((m + rows - 1) // rows):
         _forward_rows(A_prev, W, b, code, Z, A, blk * rows, min(m, (blk + 1) * rows))
 
@@ -48,7 +48,7 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A):
     if m * n_in * W.shape[1] < SERIAL_WORK:
         _forward_rows(A_prev, W, b, code, Z, A, FIRST, m)
     else:
-        _forward_blocks(A_prev, W, b, code, Z, A)
+        _forward_blocks(A_prev, unaliased(W, m), b, code, Z, A)
 
 
 @jit
@@ -65,7 +65,7 @@ def _weight_grad_rows(A_prev, dZ, dW, j0, j1, inv_m):
 
 @jit(parallel=True)
 def _weight_grad_blocks(A_prev, dZ, dW, inv_m):
-    n_in = A_prev.shape[1]
+    n_in = dW.shape[0]
     rows = task_rows(dW.shape[1])
     for blk in prange((n_in + rows - 1) // rows):
         _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m)
@@ -79,7 +79,7 @@ def _weight_grad_into(A_prev, dZ, dW):
     if m * n_in * dZ.shape[1] < SERIAL_WORK:
         _weight_grad_rows(A_prev, dZ, dW, FIRST, n_in, inv_m)
     else:
-        _weight_grad_blocks(A_prev, dZ, dW, inv_m)
+        _weight_grad_blocks(unaliased(A_prev, dZ.shape[1]), unaliased(dZ, n_in), dW, inv_m)
 
 
 @jit

@@ -13,7 +13,7 @@ from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP
-from ._gemm import ROW_BLOCK, SERIAL_WORK, task_rows
+from ._gemm import ROW_BLOCK, SERIAL_WORK, task_rows, unaliased
 from .dense import (_bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into, _input_grad_rows,
                     _sq_norm_row, _weight_grad_into, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
@@ -225,7 +225,7 @@ def _grad_update_rows(A_prev, dZ, dW, net, update, t, l, j0, j1):
 def _grad_update_blocks(A_prev, dZ, dW, net, update, t, l):
     # the layer's arrays come in as arguments: built from ``buf`` inside the task, LLVM compiled B2's
     # product 10-20% slower (measured on the AVX2 machine)
-    n_in = A_prev.shape[1]
+    n_in = dW.shape[0]
     rows = task_rows(dW.shape[1])
     for blk in prange((n_in + rows - 1) // rows):
         _grad_update_rows(A_prev, dZ, dW, net, update, t, l, blk * rows, min(n_in, (blk + 1) * rows))
@@ -243,7 +243,7 @@ def _grads_and_update(net, buf, m, update, t):
         if m * n_in * dW.shape[1] < SERIAL_WORK:
             _grad_update_rows(A_prev, dZ, dW, net, update, t, l, FIRST, n_in)
         else:
-            _grad_update_blocks(A_prev, dZ, dW, net, update, t, l)
+            _grad_update_blocks(unaliased(A_prev, dW.shape[1]), unaliased(dZ, n_in), dW, net, update, t, l)
         _bias_grad_into(dZ, db)
         p0, p1 = layout.param_rows(net.layers, l, n_in, n_in + 1)  # b is the row after W's
         _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
