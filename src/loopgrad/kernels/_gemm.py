@@ -88,9 +88,10 @@ UNALIAS_MIN_REUSE = 256
 
 @jit
 def unaliased(B, reuse):
-    """B, or a copy of it whose rows are UNALIAS_PAD_BYTES longer when their stride is a multiple of
-    UNALIAS_ROW_BYTES and each of its numbers is used at least UNALIAS_MIN_REUSE times (``reuse``) by
-    the product; the copy's first B.shape[1] columns equal B, the rest are never read."""
+    """An operand of F1 (W) or B2 (A_prev, dZ) as it is, or a copy of it whose rows are
+    UNALIAS_PAD_BYTES longer when their stride is a multiple of UNALIAS_ROW_BYTES and each of its
+    numbers is used at least UNALIAS_MIN_REUSE times (``reuse``) by the product; the copy's first
+    B.shape[1] columns equal B, the rest are never read."""
     if reuse < UNALIAS_MIN_REUSE or B.shape[0] < 2 or B.strides[0] % UNALIAS_ROW_BYTES != 0:
         return B
     P = np.empty((B.shape[0], B.shape[1] + UNALIAS_PAD_BYTES // B.itemsize), B.dtype)
