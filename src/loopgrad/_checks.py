@@ -27,6 +27,14 @@ def float_array(arg, x, ndim):
     return np.ascontiguousarray(x)
 
 
+def float_dtype_name(arg, dtype):
+    """'float32' or 'float64' for ``dtype`` given by that name or as a NumPy dtype; else a TypeError."""
+    name = str(dtype)
+    if name not in tuple(d.name for d in FLOAT_DTYPES):
+        raise TypeError(f"{arg}: expected float32 or float64, got {dtype!r}")
+    return name
+
+
 def same_dtype(**arrays):
     dtypes = {name: a.dtype for name, a in arrays.items()}
     if len(set(dtypes.values())) > 1:

@@ -213,23 +213,18 @@ def _spawn(args, runtime=None):
 
 def sgemm_peak(dtype="float32"):
     """GFLOP/s of NumPy's 1024^3 product in ``dtype`` (sgemm or dgemm) in a fresh process."""
-    return _spawn(["peak", _dtype_name(dtype)])
+    from ._checks import float_dtype_name
 
-
-def _dtype_name(dtype):
-    name = str(getattr(dtype, "name", dtype))
-    if name not in ("float32", "float64"):
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}")
-    return name
+    return _spawn(["peak", float_dtype_name("dtype", dtype)])
 
 
 def measure(cases=CASES, processes=5, runtimes=RUNTIMES, dtype="float32"):
     """[(runtime, sizes, batch, median us/step, spread max/min, GFLOP/s)] over ``processes`` fresh processes
     each, every runtime in ``dtype``."""
-    from ._checks import integer
+    from ._checks import float_dtype_name, integer
 
     processes = integer("processes", processes, 1)
-    dtype = _dtype_name(dtype)
+    dtype = float_dtype_name("dtype", dtype)
     rows = []
     for sizes, batch in cases:
         for runtime in runtimes:
@@ -244,7 +239,9 @@ def measure(cases=CASES, processes=5, runtimes=RUNTIMES, dtype="float32"):
 
 
 def table(rows, peak, dtype="float32"):
-    gemm = "sgemm" if _dtype_name(dtype) == "float32" else "dgemm"
+    from ._checks import float_dtype_name
+
+    gemm = "sgemm" if float_dtype_name("dtype", dtype) == "float32" else "dgemm"
     out = [f"training steps in fresh processes ({dtype}, SGD; median over processes, spread = max/min; "
            f"{gemm} peak {peak:.0f} GFLOP/s)",
            f"{'case':22} {'runtime':9} {'us/step':>9} {'spread':>7} {'% peak':>7} {'loops faster by':>16}"]

@@ -16,7 +16,7 @@ import numpy as np
 from . import _checks, _threads, io, layout, tiers
 from . import optim as _optim
 from .reference import network as numpy_network
-from .tables import CLASSIFIER_OUTPUTS, DTYPES, HE_INIT, HIDDEN_ACTIVATIONS, LOSS_CODE, OUTPUT_LOSS, activation_code
+from .tables import CLASSIFIER_OUTPUTS, HE_INIT, HIDDEN_ACTIVATIONS, LOSS_CODE, OUTPUT_LOSS, activation_code
 
 BACKENDS = ("loops", "numpy")
 # Rows per pass of forward, loss and gradients: the buffers of a pass hold 3 sum(n_l) numbers per
@@ -179,8 +179,7 @@ class MLP:
         hidden_list = _hidden_activations(hidden, L)
         if output not in OUTPUT_LOSS:
             raise ValueError(f"output: expected one of {', '.join(OUTPUT_LOSS)}, got {output!r}")
-        if str(dtype) not in DTYPES:
-            raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}")
+        dtype = _checks.float_dtype_name("dtype", dtype)
         self.sizes = [int(n) for n in sizes]
         self.hidden = hidden if isinstance(hidden, str) else list(hidden)
         self.output, self.loss_name = output, OUTPUT_LOSS[output]
