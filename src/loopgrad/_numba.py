@@ -298,7 +298,8 @@ def _outer_block_intrinsic():
             fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
                                                      f"llvm.fmuladd.v{w}f{bits}")
             masked_load = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]), f"llvm.masked.load.v{w}f{bits}.p0")
+                builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
+                f"llvm.masked.load.v{w}f{bits}.p0")
             masked_store = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
                 f"llvm.masked.store.v{w}f{bits}.p0")
@@ -320,8 +321,9 @@ def _outer_block_intrinsic():
                 return builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
 
             def splat(value, ty):
-                return builder.shuffle_vector(builder.insert_element(ir.Constant(ty, ir.Undefined), value, lane0),
-                                              ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(i32, w), [0] * w))
+                undef = ir.Constant(ty, ir.Undefined)
+                return builder.shuffle_vector(builder.insert_element(undef, value, lane0), undef,
+                                              ir.Constant(ir.VectorType(i32, w), [0] * w))
 
             xp, bp, cp = parts(X, x), parts(B, b), parts(C, c)
             row = [builder.add(i_, ir.Constant(i64, r)) for r in range(rows)]
@@ -337,7 +339,9 @@ def _outer_block_intrinsic():
                          for h in range(nvec)] if masked else None
 
                 def load(ptr, h):
-                    return builder.call(masked_load, [ptr, align, masks[h], zero]) if masked else builder.load(ptr, align=size)
+                    if masked:
+                        return builder.call(masked_load, [ptr, align, masks[h], zero])
+                    return builder.load(ptr, align=size)
 
                 # accumulators in stack slots, which LLVM promotes to registers
                 acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nvec)] for _ in range(rows)]

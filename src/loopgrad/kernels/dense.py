@@ -72,6 +72,13 @@ def _weight_grad_blocks(A_prev, dZ, dW, inv_m):
 
 
 @jit
+def _weight_grad_operands(A_prev, dZ):
+    """A_prev and dZ as B2's parallel blocks read them: each ``unaliased``, A_prev's numbers being used
+    n_out times and dZ's n_in times."""
+    return unaliased(A_prev, dZ.shape[1]), unaliased(dZ, A_prev.shape[1])
+
+
+@jit
 def _weight_grad_into(A_prev, dZ, dW):
     """B2 into dW: each task owns a block of rows j of dW; small products run on the calling thread."""
     m, n_in = A_prev.shape
@@ -79,7 +86,8 @@ def _weight_grad_into(A_prev, dZ, dW):
     if m * n_in * dZ.shape[1] < SERIAL_WORK:
         _weight_grad_rows(A_prev, dZ, dW, FIRST, n_in, inv_m)
     else:
-        _weight_grad_blocks(unaliased(A_prev, dZ.shape[1]), unaliased(dZ, n_in), dW, inv_m)
+        A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
+        _weight_grad_blocks(A_read, dZ_read, dW, inv_m)
 
 
 @jit

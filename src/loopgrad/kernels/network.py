@@ -13,9 +13,9 @@ from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP
-from ._gemm import ROW_BLOCK, SERIAL_WORK, task_rows, unaliased
+from ._gemm import ROW_BLOCK, SERIAL_WORK, task_rows
 from .dense import (_bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into, _input_grad_rows,
-                    _sq_norm_row, _weight_grad_into, _weight_grad_rows)
+                    _sq_norm_row, _weight_grad_into, _weight_grad_operands, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
 from .noise import _dp_noise_into
 from .sparse import _sparse_forward_into, _sparse_weight_grad_into
@@ -243,7 +243,8 @@ def _grads_and_update(net, buf, m, update, t):
         if m * n_in * dW.shape[1] < SERIAL_WORK:
             _grad_update_rows(A_prev, dZ, dW, net, update, t, l, FIRST, n_in)
         else:
-            _grad_update_blocks(unaliased(A_prev, dW.shape[1]), unaliased(dZ, n_in), dW, net, update, t, l)
+            A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
+            _grad_update_blocks(A_read, dZ_read, dW, net, update, t, l)
         _bias_grad_into(dZ, db)
         p0, p1 = layout.param_rows(net.layers, l, n_in, n_in + 1)  # b is the row after W's
         _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
