@@ -147,6 +147,31 @@ def test_products_on_rows_4kb_long(dtype, width, rng):
     assert np.abs(loops - twin).max() <= 4 * eps * width * np.abs(twin).max()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m", [32, 512])  # B4 on the calling thread, and in parallel blocks
+def test_b4_of_a_narrow_layer_reads_a_transposed_copy(dtype, m, rng):
+    """B4 of a layer whose rows of W are at most tables.B4_TRANSPOSED_BYTES long runs the outer-product
+    form over W^T (copied once per backward pass), wider layers the dot form over W: widths either side
+    of the line, for the public kernel and for a network's gradient against the NumPy twin (test_training
+    holds the fused step to this gradient, bit for bit). Tolerance: 4 eps(dtype) times the summed length
+    times max |reference|."""
+    from loopgrad import layout, tables
+
+    eps = np.finfo(dtype).eps
+    line = tables.B4_TRANSPOSED_BYTES // np.dtype(dtype).itemsize
+    for n_out in (2, 10, line, line + 1):
+        slots = layout.make_buffers(lg.MLP([20, 64, n_out], dtype=dtype).layers, m, dtype).slots
+        assert list(slots[:, layout.WT_OFF] >= 0) == [False, False, n_out <= line]
+        A, W = rng.standard_normal((m, 64)).astype(dtype), rng.standard_normal((64, n_out)).astype(dtype)
+        dZ = rng.standard_normal((m, n_out)).astype(dtype)
+        got, want = kernels.dense_backward(dZ, A, W)[0], reference.dense_backward(dZ, A, W)[0]
+        assert np.abs(got - want).max() <= 4 * eps * n_out * np.abs(want).max()
+        model = lg.MLP([20, 64, n_out], dtype=dtype, seed=0)
+        X, y = rng.standard_normal((m, 20)).astype(dtype), rng.integers(0, n_out, m)
+        (_, loops), (_, twin) = model.gradient_block(X, y, "loops"), model.gradient_block(X, y, "numpy")
+        assert np.abs(loops - twin).max() <= 4 * eps * m * np.abs(twin).max()
+
+
 def test_kernels_reject_mixed_or_bad_dtypes(rng):
     A = rng.standard_normal((4, 3))
     with pytest.raises(TypeError, match="share one dtype"):

@@ -51,8 +51,9 @@ def dense_products():
     (A, W, b, dZ, out) and write ``out``; ``torch`` takes (torch, A, W, b, dZ) tensors.
 
     The loops are the in-place variants that the fused step runs (no allocation inside the timed
-    call), so this module, alone outside ``loopgrad.kernels``, names them."""
-    from .kernels.dense import _dense_act_forward_into, _input_grad_act_into, _weight_grad_into
+    call but B4's copy of a narrow W, which the step makes too), so this module, alone outside
+    ``loopgrad.kernels``, names them."""
+    from .kernels.dense import _b4_copy, _dense_act_forward_into, _input_grad_act_into, _weight_grad_into
 
     return {
         "forward": (lambda A, W, b, dZ, out: _dense_act_forward_into(A, W, b, -1, out, out),
@@ -61,7 +62,7 @@ def dense_products():
         "dW": (lambda A, W, b, dZ, out: _weight_grad_into(A, dZ, out),
                lambda A, W, b, dZ, out: np.divide(np.matmul(A.T, dZ, out=out), A.shape[0], out=out),
                lambda t, A, W, b, dZ: (A.T @ dZ) / A.shape[0], lambda m, i, o: (i, o), lambda m, i, o: m),
-        "dA_prev": (lambda A, W, b, dZ, out: _input_grad_act_into(dZ, W, -1, A, A, out),
+        "dA_prev": (lambda A, W, b, dZ, out: _input_grad_act_into(dZ, W, _b4_copy(W), -1, A, A, out),
                     lambda A, W, b, dZ, out: np.matmul(dZ, W.T, out=out),
                     lambda t, A, W, b, dZ: dZ @ W.T, lambda m, i, o: (m, i), lambda m, i, o: o),
     }

@@ -10,9 +10,11 @@ block ``work`` with views into it. The table ``slots`` has one row per layer ``l
 with the width ``n_l`` and the offsets of ``Z[l]``, ``A[l]`` and ``dZ[l]``, each room for
 ``rows * n_l`` numbers. Layer 0 is the input: ``A[0] = X`` (scikit-learn's
 ``activations = [X] + ...``), so no kernel treats the first layer specially, and the epoch
-gathers a mini-batch's rows straight into it. Then come the targets ``Y`` and two vectors of
-``rows`` (per-example losses, per-example norms). The tuned products read W, A_prev and dZ where
-they lie: no transposed copies, so no scratch for them.
+gathers a mini-batch's rows straight into it. The tuned products read W, A_prev and dZ where they
+lie, with one exception: B4 of a narrow layer (``tables.b4_transposed``, a classifier's output layer)
+reads W^T, copied once per backward pass into room after the slots (the table's last column gives
+its offset per layer l >= 2, -1 where B4 reads W as stored). Then come the targets ``Y`` and two
+vectors of ``rows`` (per-example losses, per-example norms).
 
 Offsets are computed here, once, and nowhere else: the compiled accessors below
 (``params``, ``param_rows``, ``z``, ``a``, ``dz``, ``targets``) and the Python ``layer_views`` read the tables.
@@ -21,10 +23,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .tables import b4_transposed
+
 # columns of the parameter table ``layers`` (one row per layer l = 1..L)
 N_IN, N_OUT, W_OFF, B_OFF, ACT = range(5)
-# columns of the work table ``slots`` (one row per layer l = 0..L; row 0 is the input X = A[0])
-WIDTH, Z_OFF, A_OFF, DZ_OFF = range(4)
+# columns of the work table ``slots`` (one row per layer l = 0..L; row 0 is the input X = A[0]); WT_OFF
+# is the offset of W[l]^T (n_l, n_{l-1}), or -1
+WIDTH, Z_OFF, A_OFF, DZ_OFF, WT_OFF = range(5)
 
 
 class Net(NamedTuple):
@@ -46,7 +51,7 @@ class Update(NamedTuple):
 class Buffers(NamedTuple):
     """The work side: every activation, delta and scratch of a batch of up to ``rows`` examples."""
     work: np.ndarray    # the one flat block; all fields below are views into it
-    slots: np.ndarray   # (L + 1, 4) int64: n_l and the offsets of Z[l], A[l], dZ[l] in ``work``
+    slots: np.ndarray   # (L + 1, 5) int64: n_l and the offsets of Z[l], A[l], dZ[l], W[l]^T in ``work``
     rows: int           # capacity in examples
     y: np.ndarray       # (rows * n_L,) targets of the batch
     losses: np.ndarray  # (rows,) per-example losses L(i)
@@ -103,7 +108,7 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
     if rows < 1:
         raise ValueError(f"rows: expected a batch capacity >= 1, got {rows}")
     widths = [int(layers[0, N_IN])] + [int(n) for n in layers[:, N_OUT]]
-    slots = np.full((len(widths), 4), -1, dtype=np.int64)
+    slots = np.full((len(widths), 5), -1, dtype=np.int64)
     off = 0
     for l, n in enumerate(widths):
         slots[l, WIDTH] = n
@@ -112,6 +117,11 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
         for col in ((A_OFF,) if l == 0 else (Z_OFF, A_OFF, DZ_OFF)):
             slots[l, col] = off
             off += rows * n
+    # B4 runs for l >= 2 only: dZ[1] W[1]^T would be dA[0], which nothing needs
+    for l in range(2, len(widths)):
+        if b4_transposed(widths[l], np.dtype(dtype).itemsize):
+            slots[l, WT_OFF] = off
+            off += widths[l] * widths[l - 1]
     sizes = {"y": rows * widths[-1], "losses": rows, "norms": rows, "weights": rows if weighted else 0}
     work = np.zeros(off + sum(sizes.values()), dtype=dtype)
     tail = {}
@@ -126,8 +136,9 @@ def layer_views(buf, m):
     if not 1 <= m <= buf.rows:
         raise ValueError(f"m: expected 1 <= m <= {buf.rows} rows (the buffers' capacity), got {m}")
     out = []
-    for n, *offsets in buf.slots:
-        out.append(tuple(None if o < 0 else buf.work[o:o + m * n].reshape(m, n) for o in offsets))
+    for row in buf.slots:
+        n = row[WIDTH]
+        out.append(tuple(None if o < 0 else buf.work[o:o + m * n].reshape(m, n) for o in row[[Z_OFF, A_OFF, DZ_OFF]]))
     return out
 
 
@@ -190,10 +201,19 @@ def dz(buf, l, m):
     return _slot(buf, l, DZ_OFF, m)
 
 
+def wt(buf, l):
+    """W[l]^T (n_l, n_{l-1}), l = 2..L: the room for the copy that B4 of a narrow layer reads
+    (``tables.b4_transposed``); (0, n_{l-1}) where B4 reads W[l] as stored."""
+    n, n_prev, o = buf.slots[l, WIDTH], buf.slots[l - 1, WIDTH], buf.slots[l, WT_OFF]
+    if o < 0:
+        return buf.work[0:0].reshape((0, n_prev))
+    return buf.work[o:o + n * n_prev].reshape((n, n_prev))
+
+
 def targets(buf, m):
     """Y (m, n_L) of the batch."""
     n = buf.slots[buf.slots.shape[0] - 1, WIDTH]
     return buf.y[:m * n].reshape((m, n))
 
 
-COMPILED = ("params", "param_rows", "_slot", "z", "a", "dz", "targets")
+COMPILED = ("params", "param_rows", "_slot", "z", "a", "dz", "wt", "targets")

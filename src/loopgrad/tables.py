@@ -30,6 +30,19 @@ HE_INIT = frozenset({"relu", "leaky_relu", "gelu", "softplus"})
 
 DTYPES = ("float32", "float64")
 
+# B4 (dA_prev = dZ W^T) of a layer whose rows of W are at most this many bytes long (n_out <= 24 in
+# float32, <= 12 in float64: a classifier's output layer) reads a transposed copy of W, made once per
+# backward pass, in the outer-product form of F1: the dot form's sums over so few k fall to LLVM's
+# scalar remainder loop. On the AVX2 machine, one thread, the copy included, time against the dot
+# form at n_out = 10: 0.27-0.38x (float32), 0.58-0.82x (float64); at n_out = 48 (float32) or 20
+# (float64) the two are about even, so the line sits below.
+B4_TRANSPOSED_BYTES = 96
+
+
+def b4_transposed(n_out, itemsize):
+    """Whether B4 of a layer with ``n_out`` outputs reads W^T (a copy) rather than W as stored."""
+    return n_out * itemsize <= B4_TRANSPOSED_BYTES
+
 
 def activation_code(name):
     if not isinstance(name, str) or name not in ACTIVATION_CODE:

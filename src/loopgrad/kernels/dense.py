@@ -10,6 +10,7 @@ summed by one thread in a fixed order and the result is bitwise the same on any 
 import numpy as np
 
 from .. import _checks
+from ..tables import b4_transposed
 from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
 from ._gemm import ROW_BLOCK, SERIAL_WORK, nn_rows, nt_rows, task_rows, unaliased
 from .activations import _act_row_backward, _act_row_forward
@@ -108,33 +109,48 @@ def _bias_grad_into(dZ, db):
 
 
 @jit
-def _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, i0, i1):
-    """B4 then B5/B7 on rows i0 <= i < i1: dA_prev[i,p] = sum_q dZ[i,q] W[p,q], then g'(Z_prev)."""
-    # sum_q dZ[i,q] * W[p,q]: rows of dZ and of W are both contiguous in q, the dot form as it is
-    nt_rows(dZ, W, dZ_prev, i0, i1, OVERWRITE)
+def _transpose_into(W, WT):
+    """WT[q,p] = W[p,q]: the copy of W that B4 of a narrow layer reads (``tables.b4_transposed``)."""
+    for q in range(WT.shape[0]):
+        t = WT[q]
+        for p in range(t.shape[0]):
+            t[p] = W[p, q]
+
+
+@jit
+def _input_grad_rows(dZ, W, WT, code, Z_prev, A_prev, dZ_prev, i0, i1):
+    """B4 then B5/B7 on rows i0 <= i < i1: dA_prev[i,p] = sum_q dZ[i,q] W[p,q], then g'(Z_prev).
+    WT is W's transposed copy for a narrow layer (``tables.b4_transposed``), else empty (0, n_in)."""
+    if WT.shape[0] > 0:
+        # sum_q dZ[i,q] * WT[q,p]: so few q that the outer-product form of F1 wins, over the copy
+        nn_rows(dZ, WT, dZ_prev, i0, i1)
+    else:
+        # sum_q dZ[i,q] * W[p,q]: rows of dZ and of W are both contiguous in q, the dot form as it is
+        nt_rows(dZ, W, dZ_prev, i0, i1, OVERWRITE)
     if code >= 0:
         for i in range(i0, i1):
             _act_row_backward(code, dZ_prev[i], Z_prev[i], A_prev[i])
 
 
 @jit(parallel=True)
-def _input_grad_blocks(dZ, W, code, Z_prev, A_prev, dZ_prev):
+def _input_grad_blocks(dZ, W, WT, code, Z_prev, A_prev, dZ_prev):
     m = dZ.shape[0]
     for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
-        _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+        _input_grad_rows(dZ, W, WT, code, Z_prev, A_prev, dZ_prev, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
 
 
 @jit
-def _input_grad_act_into(dZ, W, code, Z_prev, A_prev, dZ_prev):
-    """B4 then B5/B7 fused (B6): dA_prev = dZ W^T, then g'(Z_prev) applied in place.
+def _input_grad_act_into(dZ, W, WT, code, Z_prev, A_prev, dZ_prev):
+    """B4 then B5/B7 fused (B6): dA_prev = dZ W^T, then g'(Z_prev) applied in place. WT: as for
+    ``_input_grad_rows`` (filled by the caller).
 
     ``code < 0`` stops after B4 (dZ_prev then holds dA_prev).
     """
     m, n_out = dZ.shape
     if m * n_out * W.shape[0] < SERIAL_WORK:
-        _input_grad_rows(dZ, W, code, Z_prev, A_prev, dZ_prev, FIRST, m)
+        _input_grad_rows(dZ, W, WT, code, Z_prev, A_prev, dZ_prev, FIRST, m)
     else:
-        _input_grad_blocks(dZ, W, code, Z_prev, A_prev, dZ_prev)
+        _input_grad_blocks(dZ, W, WT, code, Z_prev, A_prev, dZ_prev)
 
 
 @jit(parallel=True)
@@ -169,6 +185,14 @@ def _per_example_sq_norms_into(A_prev, dZ, out):
         out[i] = _sq_norm_row(A_prev[i], dZ[i])
 
 
+def _b4_copy(W):
+    """The WT argument of ``_input_grad_act_into`` for W: W's transposed copy where B4 reads one
+    (``tables.b4_transposed``), else an empty (0, n_in)."""
+    if b4_transposed(W.shape[1], W.itemsize):
+        return np.ascontiguousarray(W.T)
+    return np.empty((0, W.shape[0]), dtype=W.dtype)
+
+
 @refuse_in_forked_child
 def dense_forward(A_prev, W, b):
     """F1 ``Z[i,j] = sum_k A_prev[i,k] * W[k,j] + b[j]``.
@@ -196,7 +220,7 @@ def dense_backward(dZ, A_prev, W):
     dA_prev = np.empty_like(A_prev)
     dW = np.empty_like(W)
     db = np.empty(W.shape[1], dtype=W.dtype)
-    _input_grad_act_into(dZ, W, -1, A_prev, A_prev, dA_prev)
+    _input_grad_act_into(dZ, W, _b4_copy(W), -1, A_prev, A_prev, dA_prev)
     _weight_grad_into(A_prev, dZ, dW)
     _bias_grad_into(dZ, db)
     return dA_prev, dW, db

@@ -15,7 +15,7 @@ from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP
 from ._gemm import ROW_BLOCK, SERIAL_WORK, task_rows
 from .dense import (_bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into, _input_grad_rows,
-                    _sq_norm_row, _weight_grad_into, _weight_grad_operands, _weight_grad_rows)
+                    _sq_norm_row, _transpose_into, _weight_grad_into, _weight_grad_operands, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
 from .noise import _dp_noise_into
 from .sparse import _sparse_forward_into, _sparse_weight_grad_into
@@ -138,17 +138,28 @@ def gradients_into(net, buf, m, clip_norm):
 
 
 @jit
+def _narrow_transposed(net, buf):
+    """Copy W[l]^T into the room ``layout.wt`` gives for every narrow layer (``tables.b4_transposed``), for
+    the B4 that follows; the copy is made anew for every backward pass, since W moves with every step."""
+    for l in range(2, net.layers.shape[0] + 1):
+        WT = layout.wt(buf, l)
+        if WT.shape[0] > 0:
+            _transpose_into(layout.params(net.theta, net.layers, l - 1)[0], WT)
+
+
+@jit
 def _deltas(net, buf, m):
     """J, then B8 (the weighted rows with sample weights) and B6 down to dZ[1]."""
     L = net.layers.shape[0]
+    _narrow_transposed(net, buf)
     J = cost(net, buf, m)
     _output_delta_into(layout.a(buf, L, m), layout.targets(buf, m), layout.dz(buf, L, m))
     if buf.weights.shape[0] > 0:
         _weight_rows(buf.weights, m, _weight_sum(buf.weights, m), layout.dz(buf, L, m), FIRST, m)
     for l in range(L, 1, -1):
         W, _ = layout.params(net.theta, net.layers, l - 1)
-        _input_grad_act_into(layout.dz(buf, l, m), W, net.layers[l - 2, ACT], layout.z(buf, l - 1, m),
-                             layout.a(buf, l - 1, m), layout.dz(buf, l - 1, m))
+        _input_grad_act_into(layout.dz(buf, l, m), W, layout.wt(buf, l), net.layers[l - 2, ACT],
+                             layout.z(buf, l - 1, m), layout.a(buf, l - 1, m), layout.dz(buf, l - 1, m))
     return J
 
 
@@ -200,8 +211,8 @@ def _row_pass(net, buf, m, wsum, clip_norm, i0, i1):
         _weight_rows(buf.weights, m, wsum, dZ, i0, i1)
     for l in range(L, 1, -1):
         W, _ = layout.params(net.theta, net.layers, l - 1)
-        _input_grad_rows(layout.dz(buf, l, m), W, net.layers[l - 2, ACT], layout.z(buf, l - 1, m),
-                         layout.a(buf, l - 1, m), layout.dz(buf, l - 1, m), i0, i1)
+        _input_grad_rows(layout.dz(buf, l, m), W, layout.wt(buf, l), net.layers[l - 2, ACT],
+                         layout.z(buf, l - 1, m), layout.a(buf, l - 1, m), layout.dz(buf, l - 1, m), i0, i1)
     if clip_norm > 0.0:
         _clip_rows(net, buf, m, clip_norm, i0, i1)
 
@@ -277,6 +288,7 @@ def train_step_into(net, buf, m, update, t, noise):
             _clip_rows(net, buf, m, clip_norm, FIRST, m)
     else:
         wsum = _weight_sum(buf.weights, m) if buf.weights.shape[0] > 0 else buf.weights.dtype.type(0.0)
+        _narrow_transposed(net, buf)
         if m > ROW_BLOCK and m * _forward_work(net.layers) >= STEP_SERIAL_WORK:
             _row_blocks(net, buf, m, wsum, clip_norm)
         else:
