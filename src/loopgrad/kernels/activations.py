@@ -81,8 +81,9 @@ def _act_row_forward(code, z, a):
         for j in range(n):
             a[j] = math.exp(z[j] - mx)
             s += a[j]
+        inv = one / s  # one division per row, n multiplications
         for j in range(n):
-            a[j] = a[j] / s
+            a[j] = a[j] * inv
 
 
 @jit

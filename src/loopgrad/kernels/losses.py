@@ -10,12 +10,14 @@ import numpy as np
 
 from .. import _checks
 from .._numba import jit
-from ..tables import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, EXP_MAX, POISSON, loss_code
+from ..tables import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, EXP_MAX, POISSON, SOFTMAX, loss_code
+from .activations import _act_row_forward
 
 
 @jit
-def _loss_rows_into(code, Z, Y, L):
-    """L(i) for every row (serial: m * n_L is small beside the dense layers); the mean follows."""
+def _loss_rows_into(code, Z, A, Y, L):
+    """L(i) for every row from the logits Z and, for cross-entropy, their softmax A (the output layer's
+    activation, already taken by F3); serial: m * n_L is small beside the dense layers; the mean follows."""
     m, n = Z.shape
     zero = Z.dtype.type(0.0)
     half = Z.dtype.type(0.5)
@@ -24,14 +26,14 @@ def _loss_rows_into(code, Z, Y, L):
         y = Y[i]
         s = zero
         if code == CROSS_ENTROPY:
-            # L(i) = sum_k Y[i,k] (logsumexp_j Z[i,j] - Z[i,k]), log-sum-exp about the row max
-            mx = z[0]
+            # L(i) = sum_k Y[i,k] (lse_i - Z[i,k]), lse_i = log sum_j exp Z[i,j]. At the row's largest logit
+            # Z[i,t], F3 gave A[i,t] = 1 / sum_j exp(Z[i,j] - Z[i,t]), which lies in [1/n, 1]: so
+            # lse_i = Z[i,t] - log A[i,t] takes no exp again, and no log of an A that underflowed to 0.
+            t = 0
             for k in range(1, n):
-                mx = max(mx, z[k])
-            e = zero
-            for k in range(n):
-                e += math.exp(z[k] - mx)
-            lse = mx + math.log(e)
+                if z[k] > z[t]:
+                    t = k
+            lse = z[t] - math.log(A[i, t])
             for k in range(n):
                 s += y[k] * (lse - z[k])
         elif code == BINARY_CROSS_ENTROPY:
@@ -51,6 +53,17 @@ def _loss_rows_into(code, Z, Y, L):
                 s += r * r
             s = half * s
         L[i] = s
+
+
+@jit
+def _logit_loss_rows_into(code, Z, Y, L):
+    """``_loss_rows_into`` from the logits alone, for the public loss kernels: the softmax that
+    cross-entropy reads is taken here first (F3, row by row)."""
+    A = np.empty(Z.shape, Z.dtype)
+    if code == CROSS_ENTROPY:
+        for i in range(Z.shape[0]):
+            _act_row_forward(SOFTMAX, Z[i], A[i])
+    _loss_rows_into(code, Z, A, Y, L)
 
 
 @jit
@@ -80,7 +93,7 @@ def loss_forward(name, Z_L, Y):
     code = loss_code(name)
     Z_L, Y = _checks.targets("Z_L", Z_L, Y)
     L = np.empty(Z_L.shape[0], dtype=Z_L.dtype)
-    _loss_rows_into(code, Z_L, Y, L)
+    _logit_loss_rows_into(code, Z_L, Y, L)
     return Z_L.dtype.type(_mean(L))
 
 

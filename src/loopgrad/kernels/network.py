@@ -59,10 +59,10 @@ def forward_sparse_into(net, buf, m, data, indices, indptr):
 
 @jit
 def cost(net, buf, m):
-    """After ``forward_into``: the cost of the B8 pairs, J = (1/m) sum_i L(i), from the logits Z[L] and the
-    targets Y; with sample weights, J = sum_i w_i L(i) / sum_i w_i (0 when the weights sum to 0)."""
+    """After ``forward_into``: the cost of the B8 pairs, J = (1/m) sum_i L(i), from the logits Z[L] (and A[L])
+    and the targets Y; with sample weights, J = sum_i w_i L(i) / sum_i w_i (0 when the weights sum to 0)."""
     L = net.layers.shape[0]
-    _loss_rows_into(net.loss, layout.z(buf, L, m), layout.targets(buf, m), buf.losses[:m])
+    _loss_rows_into(net.loss, layout.z(buf, L, m), layout.a(buf, L, m), layout.targets(buf, m), buf.losses[:m])
     return _cost_of_losses(buf, m)
 
 
@@ -204,7 +204,7 @@ def _row_pass(net, buf, m, wsum, clip_norm, i0, i1):
         _forward_rows(layout.a(buf, l - 1, m), W, b, net.layers[l - 1, ACT], layout.z(buf, l, m),
                       layout.a(buf, l, m), i0, i1)
     Y = layout.targets(buf, m)
-    _loss_rows_into(net.loss, layout.z(buf, L, m)[i0:i1], Y[i0:i1], buf.losses[i0:i1])
+    _loss_rows_into(net.loss, layout.z(buf, L, m)[i0:i1], layout.a(buf, L, m)[i0:i1], Y[i0:i1], buf.losses[i0:i1])
     dZ = layout.dz(buf, L, m)
     _output_delta_into(layout.a(buf, L, m)[i0:i1], Y[i0:i1], dZ[i0:i1])
     if buf.weights.shape[0] > 0:

@@ -18,7 +18,7 @@ import numpy as np
 from .. import _checks, tables
 from .._numba import jit
 from .activations import _act_row_backward, _act_row_forward
-from .losses import _loss_rows_into, _mean, _output_delta_into
+from .losses import _logit_loss_rows_into, _mean, _output_delta_into
 
 
 # ---- forward ------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def loss_forward(name, Z_L, Y):
     code = tables.loss_code(name)
     Z_L, Y = _checks.targets("Z_L", Z_L, Y)
     L = np.empty(Z_L.shape[0], dtype=Z_L.dtype)
-    _loss_rows_into(code, Z_L, Y, L)
+    _logit_loss_rows_into(code, Z_L, Y, L)
     return Z_L.dtype.type(_mean(L))
 
 
