@@ -66,6 +66,38 @@ def test_fused_step_equals_the_layer_by_layer_step(m, opt, weighted, rng):
     assert not np.array_equal(runs[0][0], model.theta)
 
 
+@pytest.mark.parametrize("m", [8, 40, 200])  # row pass on one thread, in parallel blocks; layer by layer
+def test_epoch_equals_its_steps_on_loaded_batches(m, rng):
+    """The compiled epoch, whose step copies each batch's examples into A[0] in the tasks that read them
+    first, gives the same bits as loading every batch (``layout.load_batch``) and calling
+    ``train_step_into``: parameters and summed loss, over batches in a shuffled order with a short last one."""
+    model = lg.MLP([200, 96, 48, 10], hidden="relu", output="softmax", dtype="float32", seed=3)
+    n = 3 * m + 5
+    X, y = rng.standard_normal((n, 200)).astype(np.float32), rng.integers(0, 10, n)
+    X, Y = model.validate(X, y)
+    order = rng.permutation(n)
+    opt = lg.SGD(0.05, momentum=0.9)
+    runs = []
+    for by_steps in (False, True):
+        probe = model.copy()
+        opt.start(n, m)
+        net, buf, update = probe.training_buffers(m, opt)
+        noise = opt.noise(1, probe.n_params, np.float32)
+        if by_steps:
+            total = 0.0
+            for k, s in enumerate(range(0, n, m)):
+                rows = order[s:s + m]
+                layout.load_batch(buf, X[rows], Y[rows])
+                total += float(loop_network.train_step_into(net, buf, rows.size, update, k + 1, noise[0])) * rows.size
+        else:
+            total, _ = loop_network.train_epoch_into(net, buf, X, Y, np.zeros(0, np.float32), order, m, update, 0,
+                                                     noise, np.zeros(1, np.int64))
+        runs.append((probe.theta.copy(), total))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    assert not np.array_equal(runs[0][0], model.theta)
+
+
 def test_fit_backends_agree_float64(digits):
     thetas = []
     for backend in ("loops", "numpy"):

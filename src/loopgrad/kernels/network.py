@@ -13,7 +13,7 @@ from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP
-from ._gemm import ROW_BLOCK, SERIAL_WORK, task_rows
+from ._gemm import ROW_BLOCK, SERIAL_WORK, task_rows, unaliased
 from .dense import (_bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into, _input_grad_rows,
                     _sq_norm_row, _transpose_into, _weight_grad_into, _weight_grad_operands, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
@@ -194,11 +194,24 @@ def gradients_sparse_into(net, buf, m, data, indices, indptr):
 # more).
 
 @jit
-def _row_pass(net, buf, m, wsum, clip_norm, i0, i1):
-    """The rows i0 <= i < i1 of the batch through every layer and back: F1-F3 for l = 1..L, L(i), B8 (times
-    m w_i / wsum with sample weights), B6 for l = L..2, and with ``clip_norm > 0`` N1/N2's clipping.
-    Each of these numbers depends on its own example alone."""
+def _gather_rows(X, rows, A0, i0, i1):
+    """A[0][i] = X[rows[i]] for i0 <= i < i1: the batch's examples, copied by the task that reads them
+    next (so the copy is split between the threads and is still in that core's cache for F1)."""
+    for i in range(i0, i1):
+        x, a = X[rows[i]], A0[i]
+        for j in range(a.shape[0]):
+            a[j] = x[j]
+
+
+@jit
+def _row_pass(net, buf, m, wsum, clip_norm, X, rows, i0, i1):
+    """The rows i0 <= i < i1 of the batch through every layer and back: their examples X[rows[i]] into A[0]
+    (unless ``rows`` is empty: A[0] is loaded), F1-F3 for l = 1..L, L(i), B8 (times m w_i / wsum with
+    sample weights), B6 for l = L..2, and with ``clip_norm > 0`` N1/N2's clipping. Each of these numbers
+    depends on its own example alone."""
     L = net.layers.shape[0]
+    if rows.shape[0] > 0:
+        _gather_rows(X, rows, layout.a(buf, 0, m), i0, i1)
     for l in range(1, L + 1):
         W, b = layout.params(net.theta, net.layers, l - 1)
         _forward_rows(layout.a(buf, l - 1, m), W, b, net.layers[l - 1, ACT], layout.z(buf, l, m),
@@ -218,9 +231,37 @@ def _row_pass(net, buf, m, wsum, clip_norm, i0, i1):
 
 
 @jit(parallel=True)
-def _row_blocks(net, buf, m, wsum, clip_norm):
+def _row_blocks(net, buf, m, wsum, clip_norm, X, rows):
     for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
-        _row_pass(net, buf, m, wsum, clip_norm, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+        _row_pass(net, buf, m, wsum, clip_norm, X, rows, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+
+
+@jit(parallel=True)
+def _gather_forward_blocks(X, rows, A0, W, b, code, Z, A):
+    m = A0.shape[0]
+    step = task_rows(Z.shape[1])
+    for blk in prange((m + step - 1) // step):
+        i0, i1 = blk * step, min(m, (blk + 1) * step)
+        _gather_rows(X, rows, A0, i0, i1)
+        _forward_rows(A0, W, b, code, Z, A, i0, i1)
+
+
+@jit
+def _forward_from_rows(net, buf, m, X, rows):
+    """``forward_into`` on the examples X[rows] (A[0] as it is when ``rows`` is empty): each task of layer 1's
+    F1 first copies its own rows into A[0]. An element of Z sums the same terms in the same order however
+    the rows are split, so the numbers are those of the copy first, then ``forward_into``."""
+    if rows.shape[0] == 0:
+        forward_into(net, buf, m)
+        return
+    W, b = layout.params(net.theta, net.layers, 0)
+    A0, Z, A = layout.a(buf, 0, m), layout.z(buf, 1, m), layout.a(buf, 1, m)
+    if m * W.shape[0] * W.shape[1] < SERIAL_WORK:
+        _gather_rows(X, rows, A0, FIRST, m)
+        _forward_rows(A0, W, b, net.layers[0, ACT], Z, A, FIRST, m)
+    else:
+        _gather_forward_blocks(X, rows, A0, unaliased(W, m), b, net.layers[0, ACT], Z, A)
+    _dense_forward_from(net, buf, m, 2)
 
 
 @jit
@@ -269,20 +310,28 @@ def _forward_work(layers):
     return work
 
 
+@jit(inline=True)
+def train_step_into(net, buf, m, update, t, noise):
+    """One mini-batch, fused, on the m rows loaded in A[0] and Y: F1-F3, the loss J, B8 and B6 (N1, N2
+    when the optimizer clips), up to ROW_PASS_ROWS rows in one pass over blocks of rows, each block
+    through every layer and back; then B2 and B3 with the update of each block of parameters as soon
+    as its gradient is written. For DP-SGD the noisy mean (``noise._dp_noise_into``: the
+    counter-based noise of step ``t``, or the row ``noise`` (P,) when it is not empty) comes between
+    the whole gradient and the update. The same numbers as ``forward_into``, ``gradients_into`` and the
+    update in turn. Updates ``net.theta`` in place at step ``t``; returns J of the batch before the
+    update."""
+    return _step(net, buf, m, update, t, noise, layout.a(buf, 0, m), buf.slots[0, :0])
+
+
 # Inlined into the epoch at numba's IR level: one step body in the source, but no compiled level of
 # its own on the training path (it cost 3.6 s of the 56 s cold compile measured on the AVX2 machine).
 @jit(inline=True)
-def train_step_into(net, buf, m, update, t, noise):
-    """One mini-batch, fused: F1-F3, the loss J, B8 and B6 (N1, N2 when the optimizer clips), up to
-    ROW_PASS_ROWS rows in one pass over blocks of rows, each block through every layer and back; then
-    B2 and B3 with the update of each block of parameters as soon as its gradient is written. For
-    DP-SGD the noisy mean (``noise._dp_noise_into``: the counter-based noise of step ``t``, or the row
-    ``noise`` (P,) when it is not empty) comes between the whole gradient and the update. The same
-    numbers as ``forward_into``, ``gradients_into`` and the update in turn. Updates ``net.theta`` in
-    place at step ``t``; returns J of the batch before the update."""
+def _step(net, buf, m, update, t, noise, X, rows):
+    """``train_step_into`` on the examples X[rows] (Y and the sample weights loaded), which the tasks that
+    first read them copy into A[0]; with ``rows`` empty, on A[0] as loaded."""
     clip_norm = update.hyper[H_CLIP]
     if m > ROW_PASS_ROWS:
-        forward_into(net, buf, m)
+        _forward_from_rows(net, buf, m, X, rows)
         J = _deltas(net, buf, m)
         if clip_norm > 0.0:
             _clip_rows(net, buf, m, clip_norm, FIRST, m)
@@ -290,9 +339,9 @@ def train_step_into(net, buf, m, update, t, noise):
         wsum = _weight_sum(buf.weights, m) if buf.weights.shape[0] > 0 else buf.weights.dtype.type(0.0)
         _narrow_transposed(net, buf)
         if m > ROW_BLOCK and m * _forward_work(net.layers) >= STEP_SERIAL_WORK:
-            _row_blocks(net, buf, m, wsum, clip_norm)
+            _row_blocks(net, buf, m, wsum, clip_norm, X, rows)
         else:
-            _row_pass(net, buf, m, wsum, clip_norm, FIRST, m)
+            _row_pass(net, buf, m, wsum, clip_norm, X, rows, FIRST, m)
         J = _cost_of_losses(buf, m)
     if clip_norm > 0.0:
         # DP-SGD's noise goes on the whole gradient before any parameter moves
@@ -308,8 +357,9 @@ def train_step_into(net, buf, m, update, t, noise):
 def train_epoch_into(net, buf, X, Y, W, order, batch_size, update, t0, noise, stop):
     """An epoch of fused steps (F1-F3, B8, B6, B2, B3 and the update per mini-batch): the rows
     ``order[s:s + batch_size]`` of (X, Y) (and their sample weights W (n,) when W is not empty, into
-    ``buf.weights``) are gathered into the slots A[0] and Y and trained by
-    ``train_step_into`` at step ``t0 + k + 1`` (k counts the batches of this call),
+    ``buf.weights``) are gathered into the slots A[0] and Y (X's rows by the step's first tasks, which
+    read them next) and trained as by ``train_step_into`` at step ``t0 + k + 1`` (k counts the batches
+    of this call),
     with the noise row ``noise[k]`` when ``noise`` is (steps, P); a (1, 0) block means no noise.
     ``stop`` (1,) int64 is read after every mini-batch: nonzero ends the call there (another thread
     sets it on Ctrl-C). Returns (sum_k m_k J_k as float64, mini-batches done).
@@ -321,19 +371,16 @@ def train_epoch_into(net, buf, X, Y, W, order, batch_size, update, t0, noise, st
         if stop[0] != 0:
             break
         m = min(batch_size, n - start)
-        xb = layout.a(buf, 0, m)
+        rows = order[start:start + m]
         yb = layout.targets(buf, m)
         for r in range(m):
-            x, y = X[order[start + r]], Y[order[start + r]]
-            xr, yr = xb[r], yb[r]
-            for j in range(x.shape[0]):
-                xr[j] = x[j]
+            y, yr = Y[rows[r]], yb[r]
             for j in range(y.shape[0]):
                 yr[j] = y[j]
             if W.shape[0] > 0:
-                buf.weights[r] = W[order[start + r]]
+                buf.weights[r] = W[rows[r]]
         row = noise[k] if noise.shape[1] > 0 else noise[0]
-        total += float(train_step_into(net, buf, m, update, t0 + k + 1, row)) * m
+        total += float(_step(net, buf, m, update, t0 + k + 1, row, X, rows)) * m
         k += 1
     return total, k
 
