@@ -294,7 +294,10 @@ def _outer_block_intrinsic():
             fty = context.get_value_type(C.dtype)
             size, bits = C.dtype.bitwidth // 8, C.dtype.bitwidth
             w = VECTOR_BITS // bits
-            vty, mty, lty = ir.VectorType(fty, w), ir.VectorType(ir.IntType(1), w), ir.VectorType(i64, w)
+            # mask lanes as wide as the numbers (vmaskmovps takes 32-bit lanes): built from 64-bit lanes,
+            # the mask cost a compare and pack sequence that LLVM redid inside the k loop
+            lane_int = ir.IntType(bits)
+            vty, mty, lty = ir.VectorType(fty, w), ir.VectorType(ir.IntType(1), w), ir.VectorType(lane_int, w)
             fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
                                                      f"llvm.fmuladd.v{w}f{bits}")
             masked_load = cgutils.get_or_insert_function(
@@ -333,14 +336,16 @@ def _outer_block_intrinsic():
             align = ir.Constant(i32, size)
 
             def block(nvec, masked):
-                # the lanes of vector h that lie inside the block's cols
-                masks = [builder.icmp_signed("<", ir.Constant(lty, list(range(w))),
-                                             splat(builder.sub(cols_, ir.Constant(i64, h * w)), lty))
-                         for h in range(nvec)] if masked else None
+                # the lanes of the last vector that lie inside the block's cols (the vectors before it are whole)
+                last = nvec - 1
+                left = builder.sub(cols_, ir.Constant(i64, last * w))
+                if bits < 64:
+                    left = builder.trunc(left, lane_int)
+                mask = builder.icmp_signed("<", ir.Constant(lty, list(range(w))), splat(left, lty)) if masked else None
 
                 def load(ptr, h):
-                    if masked:
-                        return builder.call(masked_load, [ptr, align, masks[h], zero])
+                    if masked and h == last:
+                        return builder.call(masked_load, [ptr, align, mask, zero])
                     return builder.load(ptr, align=size)
 
                 # accumulators in stack slots, which LLVM promotes to registers
@@ -358,8 +363,8 @@ def _outer_block_intrinsic():
                         with builder.if_then(add_):
                             builder.store(builder.fadd(builder.load(acc[r][h]), load(ptr, h)), acc[r][h])
                         total = builder.load(acc[r][h])
-                        if masked:
-                            builder.call(masked_store, [total, ptr, align, masks[h]])
+                        if masked and h == last:
+                            builder.call(masked_store, [total, ptr, align, mask])
                         else:
                             builder.store(total, ptr, align=size)
 
