@@ -248,20 +248,20 @@ def _gather_forward_blocks(X, rows, A0, W, b, code, Z, A):
 
 @jit
 def _forward_from_rows(net, buf, m, X, rows):
-    """``forward_into`` on the examples X[rows] (A[0] as it is when ``rows`` is empty): each task of layer 1's
-    F1 first copies its own rows into A[0]. An element of Z sums the same terms in the same order however
-    the rows are split, so the numbers are those of the copy first, then ``forward_into``."""
-    if rows.shape[0] == 0:
-        forward_into(net, buf, m)
-        return
+    """``forward_into`` on the examples X[rows] (A[0] as it is when ``rows`` is empty). Where layer 1's F1
+    runs in parallel blocks (from SERIAL_WORK on), each task first copies its own rows into A[0]; else
+    the rows are copied first. An element of Z sums the same terms in the same order however the rows
+    are split, so the numbers are those of the copy first, then ``forward_into``."""
+    A0 = layout.a(buf, 0, m)
     W, b = layout.params(net.theta, net.layers, 0)
-    A0, Z, A = layout.a(buf, 0, m), layout.z(buf, 1, m), layout.a(buf, 1, m)
-    if m * W.shape[0] * W.shape[1] < SERIAL_WORK:
+    if rows.shape[0] > 0 and m * W.shape[0] * W.shape[1] >= SERIAL_WORK:
+        _gather_forward_blocks(X, rows, A0, unaliased(W, m), b, net.layers[0, ACT], layout.z(buf, 1, m),
+                               layout.a(buf, 1, m))
+        _dense_forward_from(net, buf, m, 2)
+        return
+    if rows.shape[0] > 0:
         _gather_rows(X, rows, A0, FIRST, m)
-        _forward_rows(A0, W, b, net.layers[0, ACT], Z, A, FIRST, m)
-    else:
-        _gather_forward_blocks(X, rows, A0, unaliased(W, m), b, net.layers[0, ACT], Z, A)
-    _dense_forward_from(net, buf, m, 2)
+    forward_into(net, buf, m)
 
 
 @jit
