@@ -225,3 +225,51 @@ def test_ctrl_c_stops_training_within_a_second(ctrl_c_after_a_second):
     and leave finite parameters. The bound is on responsiveness, which only a clock can show."""
     kind, seconds, finite = ctrl_c_after_a_second([100, 2048, 10])
     assert kind == "module" and seconds < 2.0 and finite  # numba's kernels (loopgrad.kernels.network)
+
+
+def test_every_compiled_call_of_the_model_runs_on_one_long_lived_thread(monkeypatch, rng):
+    """GNU OpenMP keeps a thread team per thread that opens a parallel region, and with more teams than
+    CPUs its workers sleep between regions (``loopgrad._compute``). So fit's epochs, the forward
+    passes, the gradients and the objective all run on the one compute thread, from whichever thread
+    calls them, fit after fit."""
+    import threading
+
+    from loopgrad import _compute
+
+    ran_on, real_run = [], _compute.run
+
+    def spy(call, stop=None):
+        def recorded():
+            ran_on.append(threading.get_ident())
+            return call()
+        return real_run(recorded, stop)
+    monkeypatch.setattr(_compute, "run", spy)
+    X, y = rng.standard_normal((300, 20)).astype(np.float32), rng.integers(0, 3, 300)
+    model = lg.MLP([20, 32, 3], dtype="float32")
+    model.fit(X, y, epochs=2, batch_size=64, progress=False)
+    model.predict(X)
+    model.gradients(X, y)
+    model.objective(X, y)(model.theta.copy())
+    other = threading.Thread(target=lambda: model.fit(X, y, epochs=2, batch_size=64, progress=False))
+    other.start()
+    other.join()
+    assert len(ran_on) >= 6
+    assert set(ran_on) == {_compute._worker[1].ident} and threading.get_ident() not in ran_on
+
+
+def test_the_compute_thread_returns_raises_and_keeps_the_callers_thread_count():
+    import numba
+
+    from loopgrad import _compute
+
+    assert _compute.run(lambda: 41 + 1) == 42
+    with pytest.raises(ZeroDivisionError):
+        _compute.run(lambda: 1 / 0)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        assert _compute.run(numba.get_num_threads) == 1
+    finally:
+        numba.set_num_threads(before)
+    assert _compute.run(numba.get_num_threads) == before
+    assert _compute.run(_compute.on_compute_thread) and not _compute.on_compute_thread()

@@ -5,7 +5,6 @@ Every pass (forward, loss, gradients, evaluation, training) runs on the chosen b
 (``loopgrad.reference.network``), over buffers that ``loopgrad.layout`` makes.
 """
 import copy
-import threading
 import time
 import types
 from dataclasses import asdict, dataclass, field
@@ -13,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks, _threads, io, layout, tiers
+from . import _checks, _compute, _threads, io, layout, tiers
 from . import optim as _optim
 from .reference import network as numpy_network
 from .tables import CLASSIFIER_OUTPUTS, HE_INIT, HIDDEN_ACTIVATIONS, LOSS_CODE, OUTPUT_LOSS, activation_code
@@ -442,11 +441,12 @@ class MLP:
             if sparse:
                 block = X.rows(start, stop)
                 m = layout.load_batch(buf, None, Yb, Wb, m=stop - start)
-                backend.forward_sparse_into(net, buf, m, block.data, block.indices, block.indptr)
+                _on_compute(backend, lambda: backend.forward_sparse_into(net, buf, m, block.data, block.indices,
+                                                                         block.indptr))
             else:
                 block = None
                 m = layout.load_batch(buf, X[start:stop], Yb, Wb)
-                backend.forward_into(net, buf, m)
+                _on_compute(backend, lambda: backend.forward_into(net, buf, m))
             yield backend, net, buf, start, m, block
 
     # ---- forward, loss, gradients ---------------------------------------------------------------
@@ -487,8 +487,9 @@ class MLP:
         grad = None
         J, total = 0.0, 0.0
         for backend_net, net, buf, start, m, block in self._passes(X, Y, backend, weights):
-            J_b = (backend_net.gradients_into(net, buf, m, 0.0) if block is None
-                   else backend_net.gradients_sparse_into(net, buf, m, block.data, block.indices, block.indptr))
+            J_b = _on_compute(backend_net, lambda: (
+                backend_net.gradients_into(net, buf, m, 0.0) if block is None
+                else backend_net.gradients_sparse_into(net, buf, m, block.data, block.indices, block.indptr)))
             if m == X.shape[0]:
                 return self.dtype.type(J_b), net.grad
             share = float(m if weights is None else weights[start:start + m].sum(dtype=np.float64))
@@ -517,6 +518,9 @@ class MLP:
 
         def one_pass(theta):
             self.theta[...] = theta
+            return _on_compute(module, forward_backward)
+
+        def forward_backward():
             if sparse:
                 module.forward_sparse_into(net, buf, m, X.data, X.indices, X.indptr)
                 return self.dtype.type(module.gradients_sparse_into(net, buf, m, X.data, X.indices, X.indptr)), net.grad
@@ -666,10 +670,13 @@ class MLP:
         net, buf, m = args[0], args[1], args[6]
         t0 = time.perf_counter()
         module = network(backend)
-        module.train_epoch_into(*args)
-        module.forward_into(net, buf, m)
-        module.cost(net, buf, m)
-        module.gradients_into(net, buf, m, 0.0)
+
+        def every_kernel():
+            module.train_epoch_into(*args)
+            module.forward_into(net, buf, m)
+            module.cost(net, buf, m)
+            module.gradients_into(net, buf, m, 0.0)
+        _on_compute(module, every_kernel)
         return time.perf_counter() - t0
 
     # ---- save / load ----------------------------------------------------------------------------------
@@ -854,29 +861,11 @@ def _epoch_fields(model, history, validated):
 
 
 def _interruptible(call):
-    """Run a compiled call (it releases the GIL) in a worker thread, so that the main thread stays
-    free to take Ctrl-C: it then sets the call's stop flag, waits for the mini-batch in progress to
-    finish (the model stays consistent) and raises KeyboardInterrupt."""
+    """Run a compiled call ``call(stop)`` on the compute thread (``_compute``), so that the caller's thread
+    stays free to take Ctrl-C: it then sets the call's stop flag, waits for the mini-batch in progress
+    to finish (the model stays consistent) and raises KeyboardInterrupt."""
     stop = np.zeros(1, np.int64)
-    outcome = {}
-
-    def work():
-        try:
-            outcome["value"] = call(stop)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread below
-            outcome["error"] = e
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.05)
-    except KeyboardInterrupt:
-        stop[0] = 1
-        worker.join()
-        raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    return _compute.run(lambda: call(stop), stop)
 
 
 def _run_epoch(model, training, opt, X, Y, W, order, batch_size, t, backend, rng, threads=None):
@@ -919,6 +908,13 @@ def _run_epoch(model, training, opt, X, Y, W, order, batch_size, t, backend, rng
     return total, n_batches, training
 
 
+def _on_compute(module, call):
+    """``call()`` on the compute thread (``_compute``: one OpenMP team for the process) when ``module`` is the
+    numba kernels, whose calls may open parallel regions; at once for the NumPy twin and the
+    ahead-of-time module, which open none."""
+    return _compute.run(call) if _numba_kernels(module) else call()
+
+
 def _numba_kernels(module):
     """Whether ``module`` is the numba-compiled ``kernels.network`` (whose parallel regions take a thread
     count), not its NumPy twin nor the ahead-of-time module, whose attributes may load numba."""
@@ -928,8 +924,8 @@ def _numba_kernels(module):
 def _chunks_on_threads(threads, module, model, training, opt, X, Y, W, order, batch_size, t, first, n_batches,
                        per_call, stop):
     """The epoch's steps from ``first`` on, in chunks, each on the number of threads that ``threads`` (a
-    ``_threads.ThreadChoice``) picks and timed for it; runs in one worker thread, so that GNU OpenMP
-    keeps one team of threads for all chunks. Returns (sum of m_b J_b, steps done)."""
+    ``_threads.ThreadChoice``) picks and timed for it; runs on the compute thread (``_compute``), whose one
+    team of OpenMP threads serves every chunk. Returns (sum of m_b J_b, steps done)."""
     import numba
 
     total, done = 0.0, 0
