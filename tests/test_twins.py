@@ -104,8 +104,8 @@ def test_outer_product_form_matches_its_naive_form(m, k, n, dtype, layout, seed)
     """``nn_rows`` (the vector-IR block of ``_numba.outer_block``) against the triple loop: sums longer
     than one chunk of k (K_CHUNK); X row-major as F1 reads A_prev, through a transposed view ('F') as
     B2 reads it, or with no contiguous axis at all (X and B every other column of a wider array: the
-    block then takes both strides at run time instead of one as a constant); every number of 6-row
-    blocks and of 8- or 4-lane vectors with their remainders; rows outside [i0, m) untouched.
+    block then takes both strides at run time instead of one as a constant); every number of
+    BLOCK_ROWS-row blocks and of vectors with their remainders; rows outside [i0, m) untouched.
     Tolerance: 4 eps(dtype) k max_ij (|X| |B|)_ij, the bound of a k-term sum in any order."""
     rng = np.random.default_rng(seed)
     if layout == "F":
@@ -122,6 +122,44 @@ def test_outer_product_form_matches_its_naive_form(m, k, n, dtype, layout, seed)
     _gemm.nn_rows_naive(X, B, C2, i0, m)
     assert np.abs(C1 - C2).max() <= 4 * np.finfo(dtype).eps * k * (np.abs(X) @ np.abs(B)).max()
     assert (C1[:i0] == C2[:i0]).all()
+
+
+_AVX2_BLOCK = """
+import numpy as np
+from loopgrad import _numba
+from loopgrad.kernels import _gemm
+assert (_numba.VECTOR_BITS, _numba.BLOCK_ROWS) == (256, 6) and _gemm.nt_rows is _gemm.nt_rows_4x3
+rng = np.random.default_rng(0)
+for dtype in ('float32', 'float64'):
+    for m, k, n in [(1, 1, 1), (13, 300, 10), (40, 7, 37), (64, 784, 128)]:
+        X, B = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+        C1, C2 = np.empty((m, n), dtype), np.empty((m, n), dtype)
+        _gemm.nn_rows(X, B, C1, 0, m)
+        _gemm.nn_rows_naive(X, B, C2, 0, m)
+        assert np.abs(C1 - C2).max() <= 4 * np.finfo(dtype).eps * k * (np.abs(X) @ np.abs(B)).max()
+print('ok')
+"""
+
+
+def test_the_avx2_register_block_on_a_cpu_with_avx512(tmp_path):
+    """Each CPU compiles one register block (``_numba.BLOCK_ROWS`` by two ``VECTOR_BITS`` vectors). Where
+    the host has AVX-512, numba is told to compile for the same CPU without it, so that the AVX2 block
+    is held against the naive form too (with the other tolerance of the test above)."""
+    import os
+    import subprocess
+    import sys
+
+    from llvmlite import binding
+
+    binding.initialize_native_target()
+    features = binding.get_host_cpu_features()
+    if not features.get("avx512f", False):
+        pytest.skip("the host has no AVX-512: the AVX2 block is the one every other test runs")
+    off = ",".join(f"-{name}" if on and name.startswith(("avx512", "amx", "evex512")) else f"{'+' if on else '-'}{name}"
+                   for name, on in features.items())
+    env = dict(os.environ, NUMBA_CPU_FEATURES=off, NUMBA_CPU_NAME="znver3", NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _AVX2_BLOCK], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
 @pytest.mark.parametrize("dtype, width", [("float32", 1024), ("float64", 512)])

@@ -6,7 +6,8 @@ Each tuned form has its naive form beside it (as llm.c keeps ``matmul_forward_na
 against over many shapes.
 
 How the tuned forms get their speed (see the README for the figures):
-- "outer-product" form (``nn_rows``, F1 and B2): a block of 6 rows by two 8-lane vectors of C
+- "outer-product" form (``nn_rows``, F1 and B2): a block of BLOCK_ROWS rows by two vectors of C
+  (6 by two 256-bit vectors on AVX2, 8 by two 512-bit ones on AVX-512: ``_numba``)
   stays in registers while k runs, and each k adds X[i+r,k] times a row of B to it
   (``_numba.outer_block``, written in LLVM's vector IR; a last vector that the row ends inside is
   masked). Neither operand is copied or transposed: F1 reads W as stored, B2 reads A_prev in place
@@ -19,7 +20,7 @@ How the tuned forms get their speed (see the README for the figures):
 """
 import numpy as np
 
-from .._numba import VECTOR_BITS, jit, outer_block
+from .._numba import BLOCK_ROWS, VECTOR_BITS, WIDE_VECTORS, jit, outer_block
 
 # Rows of an output that one parallel task owns. Fixed, so each output element is summed by one
 # thread in one order whatever the number of threads: the same bits on 1 or 2 threads.
@@ -35,7 +36,11 @@ K_CHUNK = 256
 @jit
 def _outer_rows(X, B, C, i, r, j, cols, k0, k1, add):
     # outer_block wants its number of rows as a constant: one specialisation per count
-    if r == 6:
+    if r >= 8:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 8)
+    elif r == 7:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 7)
+    elif r == 6:
         outer_block(X, B, C, i, j, cols, k0, k1, add, 6)
     elif r == 5:
         outer_block(X, B, C, i, j, cols, k0, k1, add, 5)
@@ -54,7 +59,7 @@ def nn_rows(X, B, C, i0, i1):
     """C[i,:] = sum_k X[i,k] * B[k,:C.shape[1]] for rows i0 <= i < i1 (overwrites C's rows): the product of F1
     (X = A_prev, B = W) and B2 (X = A_prev.T, B = dZ), with no transposed copy of either.
 
-    The "outer-product" form: ``outer_block`` keeps a block of 6 rows by two vectors of C in
+    The "outer-product" form: ``outer_block`` keeps a block of BLOCK_ROWS rows by two vectors of C in
     registers and adds X[i+r,k] times B's row k to it for each k; X may be any layout (it is read
     one scalar at a time). The last block of columns may end inside a vector (masked). Where B's or
     C's rows are not contiguous, a plain loop sums every column instead.
@@ -66,13 +71,13 @@ def nn_rows(X, B, C, i0, i1):
         return
     width = 2 * VECTOR_BITS // (8 * C.itemsize)
     # k chunks outermost: a chunk's panel of B (K_CHUNK rows by two vectors) stays in L1 while every
-    # 6-row block of the range goes by. Each C element still sums k in order, chunk after chunk.
+    # block of rows of the range goes by. Each C element still sums k in order, chunk after chunk.
     for k0 in range(0, K, K_CHUNK):
         k1 = min(K, k0 + K_CHUNK)
         add = k0 > 0
         for j in range(0, N, width):
-            for i in range(i0, i1, 6):
-                _outer_rows(X, B, C, i, min(6, i1 - i), j, min(width, N - j), k0, k1, add)
+            for i in range(i0, i1, BLOCK_ROWS):
+                _outer_rows(X, B, C, i, min(BLOCK_ROWS, i1 - i), j, min(width, N - j), k0, k1, add)
 
 
 # Rows of B (or of A_prev, read as A_prev.T) whose length in bytes is a multiple of this all map to
@@ -300,23 +305,9 @@ def nt_rows_4x3(X, Y, C, i0, i1, acc):
         j += 1
 
 
-def _wide_vector_registers():
-    """Whether numba compiles for a CPU with AVX-512 (32 vector registers): the target numba was
-    told (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) or else the host. Unknown: assume it has them."""
-    try:
-        from numba import config
-        from llvmlite import binding
-
-        if config.CPU_FEATURES:
-            return "+avx512f" in config.CPU_FEATURES
-        return bool(binding.get_host_cpu_features().get("avx512f", False))
-    except Exception:  # noqa: BLE001 - the 4 x 4 block is correct everywhere, only slower on AVX2
-        return True
-
-
 # The dot form that B4 calls, chosen once at import for the CPU numba compiles for
 # (numba's disk cache is per CPU too, so a cached kernel always matches this choice).
-nt_rows = nt_rows_4x4 if _wide_vector_registers() else nt_rows_4x3
+nt_rows = nt_rows_4x4 if WIDE_VECTORS else nt_rows_4x3
 
 
 @jit
