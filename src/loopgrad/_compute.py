@@ -6,7 +6,7 @@ cuts the time its idle workers spin before they sleep to almost nothing (libgomp
 ``gomp_throttled_spin_count_var``). From then on every parallel region wakes its workers from sleep,
 and the step has several regions. ``fit`` used to run each epoch in a new thread (so that the caller
 stays free to take Ctrl-C), and a second team came with the first epoch that ran beside one the
-caller's thread had made. Measured on the 2-core AVX2 machine (784-128-64-10, batch 128, float32,
+caller's thread had made. Measured on a 2-core Xeon with AVX-512 (784-128-64-10, batch 128, float32,
 median us per step of 12 epochs; ``train_epoch_into`` called directly):
 
     every epoch on the calling thread                 439-464
@@ -50,7 +50,7 @@ def _jobs():
             thread = threading.Thread(target=_serve, args=(jobs,), name="loopgrad-compute", daemon=True)
             thread.start()
             _worker = (os.getpid(), thread, jobs)
-        return _worker[1], _worker[2]
+        return _worker[2]
 
 
 def _forget_in_child():
@@ -79,9 +79,8 @@ def run(call, stop=None):
         return call()
     numba = sys.modules.get("numba")  # not loaded by the ahead-of-time tier: then there is no count to pass
     threads = numba.get_num_threads() if numba is not None else None
-    thread, jobs = _jobs()
     box, done = {}, threading.Event()
-    jobs.put((call, threads, box, done))
+    _jobs().put((call, threads, box, done))
     try:
         while not done.wait(POLL_SECONDS):
             pass
