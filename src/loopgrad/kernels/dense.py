@@ -13,7 +13,7 @@ from .. import _checks
 from ..tables import b4_transposed
 from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
 from ._gemm import ROW_BLOCK, SERIAL_WORK, nn_rows, nt_rows, task_rows, unaliased
-from .activations import _act_row_backward, _act_row_forward
+from .activations import _act_rows_backward, _act_rows_forward
 
 
 @jit
@@ -26,8 +26,8 @@ def _forward_rows(A_prev, W, b, code, Z, A, i0, i1):
         # Z[i,j] += b[j], while the row is still in cache
         for j in range(z.shape[0]):
             z[j] += b[j]
-        if code >= 0:
-            _act_row_forward(code, z, A[i])
+    if code >= 0:
+        _act_rows_forward(code, Z, A, i0, i1)
 
 
 @jit(parallel=True)
@@ -128,8 +128,7 @@ def _input_grad_rows(dZ, W, WT, code, Z_prev, A_prev, dZ_prev, i0, i1):
         # sum_q dZ[i,q] * W[p,q]: rows of dZ and of W are both contiguous in q, the dot form as it is
         nt_rows(dZ, W, dZ_prev, i0, i1, OVERWRITE)
     if code >= 0:
-        for i in range(i0, i1):
-            _act_row_backward(code, dZ_prev[i], Z_prev[i], A_prev[i])
+        _act_rows_backward(code, dZ_prev, Z_prev, A_prev, i0, i1)
 
 
 @jit(parallel=True)

@@ -9,9 +9,9 @@ import math
 import numpy as np
 
 from .. import _checks
-from .._numba import jit
+from .._numba import FIRST, jit
 from ..tables import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, EXP_MAX, POISSON, SOFTMAX, loss_code
-from .activations import _act_row_forward
+from .activations import _act_rows_forward
 
 
 @jit
@@ -61,8 +61,7 @@ def _logit_loss_rows_into(code, Z, Y, L):
     cross-entropy reads is taken here first (F3, row by row)."""
     A = np.empty(Z.shape, Z.dtype)
     if code == CROSS_ENTROPY:
-        for i in range(Z.shape[0]):
-            _act_row_forward(SOFTMAX, Z[i], A[i])
+        _act_rows_forward(SOFTMAX, Z, A, FIRST, Z.shape[0])
     _loss_rows_into(code, Z, A, Y, L)
 
 

@@ -10,9 +10,9 @@ dense as ever. F1 runs in blocks of rows (each owns its rows of Z); B2 in blocks
 import numpy as np
 
 from .. import _checks
-from .._numba import jit, prange, refuse_in_forked_child
+from .._numba import FIRST, jit, prange, refuse_in_forked_child
 from ._gemm import ROW_BLOCK, SERIAL_WORK
-from .activations import _act_row_forward
+from .activations import _act_rows_forward
 
 # Columns of dW per parallel task of B2, fixed so that the split never depends on the thread count.
 COL_BLOCK = 16
@@ -32,8 +32,8 @@ def _sparse_forward_rows(data, indices, indptr, W, b, code, Z, A, i0, i1):
             # Z[i,k] += A[i,j] W[j,k] for the stored j = indices[p] of row i
             for k in range(n_out):
                 z[k] += v * w[k]
-        if code >= 0:
-            _act_row_forward(code, z, A[i])
+    if code >= 0:
+        _act_rows_forward(code, Z, A, i0, i1)
 
 
 @jit(parallel=True)
@@ -48,7 +48,7 @@ def _sparse_forward_into(data, indices, indptr, W, b, code, Z, A):
     """F1 (and F2/F3 unless ``code < 0``) for a CSR batch (m = len(indptr) - 1 rows) into Z, A (m, n_out)."""
     m = indptr.shape[0] - 1
     if data.shape[0] * W.shape[1] < SERIAL_WORK:
-        _sparse_forward_rows(data, indices, indptr, W, b, code, Z, A, 0, m)
+        _sparse_forward_rows(data, indices, indptr, W, b, code, Z, A, FIRST, m)
     else:
         _sparse_forward_blocks(data, indices, indptr, W, b, code, Z, A)
 

@@ -16,8 +16,8 @@ the 2-core AVX2 machine against 44-56 s for the tuned epoch, still too slow, so 
 import numpy as np
 
 from .. import _checks, tables
-from .._numba import jit
-from .activations import _act_row_backward, _act_row_forward
+from .._numba import FIRST, jit
+from .activations import _act_rows_backward, _act_rows_forward
 from .losses import _logit_loss_rows_into, _mean, _output_delta_into
 
 
@@ -39,8 +39,7 @@ def _linear_into(A_prev, W, b, Z):
 @jit
 def _activation_into(code, Z, A):
     """F2 A[i,j] = g(Z[i,j]), one example (row) at a time; F3 for softmax, whose row is normalised as a whole."""
-    for i in range(Z.shape[0]):
-        _act_row_forward(code, Z[i], A[i])
+    _act_rows_forward(code, Z, A, FIRST, Z.shape[0])
 
 
 # ---- backward -----------------------------------------------------------------------------------
@@ -98,7 +97,7 @@ def _activation_backward_into(code, dA, Z, A, dZ):
     for i in range(Z.shape[0]):
         for p in range(Z.shape[1]):
             dZ[i, p] = dA[i, p]
-        _act_row_backward(code, dZ[i], Z[i], A[i])
+    _act_rows_backward(code, dZ, Z, A, FIRST, Z.shape[0])
 
 
 @jit
