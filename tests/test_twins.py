@@ -3,13 +3,15 @@
 Tolerance (stated in loopgrad.twins): |loop - numpy| <= 4 eps(dtype) n_terms magnitude,
 eps = 1.19e-7 (float32) or 2.22e-16 (float64).
 """
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import loopgrad as lg
-from loopgrad import kernels, reference
+from loopgrad import kernels, layout, reference
 from loopgrad.kernels import _gemm
 from loopgrad.twins import CASES, IMPLEMENTATIONS, LAYOUTS, applies, compare
 
@@ -193,7 +195,7 @@ def test_b4_of_a_narrow_layer_reads_a_transposed_copy(dtype, m, rng):
     of the line, for the public kernel and for a network's gradient against the NumPy twin (test_training
     holds the fused step to this gradient, bit for bit). Tolerance: 4 eps(dtype) times the summed length
     times max |reference|."""
-    from loopgrad import layout, tables
+    from loopgrad import tables
 
     eps = np.finfo(dtype).eps
     line = tables.B4_TRANSPOSED_BYTES // np.dtype(dtype).itemsize
@@ -208,6 +210,24 @@ def test_b4_of_a_narrow_layer_reads_a_transposed_copy(dtype, m, rng):
         X, y = rng.standard_normal((m, 20)).astype(dtype), rng.integers(0, n_out, m)
         (_, loops), (_, twin) = model.gradient_block(X, y, "loops"), model.gradient_block(X, y, "numpy")
         assert np.abs(loops - twin).max() <= 4 * eps * m * np.abs(twin).max()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_block_and_slot_starts_on_a_cache_line(dtype):
+    # the tuned products load 64-byte vectors; a model copied or unpickled is re-aligned too
+    model = lg.MLP([784, 100, 10, 3], dtype=dtype)
+    opt = lg.Adam()
+    opt.start(1000, 33)
+    net, buf, update = model.training_buffers(33, opt)
+    for block in (model.theta, net.grad, update.state, buf.work):
+        assert block.ctypes.data % layout.ALIGN_BYTES == 0
+    for Z, A, dZ in layout.layer_views(buf, 33):
+        for view in (Z, A, dZ):
+            assert view is None or view.ctypes.data % layout.ALIGN_BYTES == 0
+    for again in (model.copy(), pickle.loads(pickle.dumps(model))):
+        assert again.theta.ctypes.data % layout.ALIGN_BYTES == 0
+        assert np.array_equal(again.theta, model.theta)
+        assert np.shares_memory(again.params[0][0], again.theta)
 
 
 def test_kernels_reject_mixed_or_bad_dtypes(rng):

@@ -189,7 +189,7 @@ class MLP:
         self.training_rows = None  # sorted uint64 fingerprints of the rows it was trained on (see loopgrad.tabular)
         self.activations = hidden_list + [output]
         self.layers = layout.layer_table(self.sizes, [activation_code(a) for a in self.activations])
-        self.theta = np.zeros(layout.n_params(self.layers), dtype=self.dtype)
+        self.theta = layout.aligned_zeros(layout.n_params(self.layers), self.dtype)
         self.params = layout.param_views(self.theta, self.layers)
         rng = np.random.default_rng(_seed("seed", seed))
         for (W, _), act in zip(self.params, self.activations):
@@ -210,6 +210,7 @@ class MLP:
         state.setdefault("metadata", {})
         state.setdefault("training_rows", None)
         self.__dict__.update(state)
+        self.theta = layout.aligned(self.theta)  # an unpickled or copied block starts where NumPy put it
         self.params = layout.param_views(self.theta, self.layers)
 
     def __repr__(self):
