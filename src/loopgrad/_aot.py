@@ -213,9 +213,12 @@ class Network:
 
     def train_epoch_into(self, net, buf, X, Y, W, order, batch_size, update, t0, noise, stop):
         if not (_fits(self.dtype, X, Y, W, noise) and _fits(np.int64, order, stop)):
+            from . import _compute
             from .kernels import network
 
-            return network.train_epoch_into(net, buf, X, Y, W, order, batch_size, update, t0, noise, stop)
+            # numba's kernels may open parallel regions: on the compute thread, as everywhere
+            return _compute.run(lambda: network.train_epoch_into(net, buf, X, Y, W, order, batch_size, update, t0,
+                                                                 noise, stop))
         return self.module.train_epoch(*net, *update, *buf, X, Y, W, order, batch_size, t0, noise, stop)
 
     def forward_into(self, net, buf, m):
