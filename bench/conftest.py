@@ -44,6 +44,20 @@ def settled_pools(request):
         settle()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Each benchmark's body runs on loopgrad's compute thread (``loopgrad._compute``), where ``fit``,
+    the forward passes and the gradients run: one GNU OpenMP team in the process, as in a user's.
+    Timed from the main thread, the loops' direct calls made a second team beside the one of any fit
+    before them, and with more teams than CPUs libgomp stops its idle workers from spinning between
+    parallel regions: every region of the process then woke them from sleep."""
+    from loopgrad import _compute
+
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    _compute.run(lambda: pyfuncitem.obj(**args))
+    return True
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--bench-sizes") == "small":
         keep = [i for i in items if "small" in i.keywords]
