@@ -244,3 +244,19 @@ def test_the_twin_standing_in_for_the_loops_runs_on_one_blas_thread():
     for backend, module in (("loops", network), ("numpy", numpy_network)):
         with tiers.blas_for(backend, module):
             assert blas_threads() == before
+
+
+def test_fresh_process_workers_run_the_loops_as_a_warmed_machine_does(monkeypatch):
+    """``loopgrad bench --fresh`` times the loops the way ``fit`` runs them after a warm-up: through the
+    ahead-of-time module where it is built and serves the network, else numba's kernels from the
+    first call (never the NumPy twin of a cold start)."""
+    from loopgrad import _aot, bench_fresh
+
+    monkeypatch.setattr(_aot, "network", lambda dtype: object())
+    assert bench_fresh.worker_tier([64, 64, 10], "float32") == "auto"
+    assert bench_fresh.worker_tier([784, 128, 64, 10], "float32") == "tuned"  # beyond _aot.MAX_PARAMS
+    monkeypatch.setenv(tiers.AOT_ENV, "0")
+    assert bench_fresh.worker_tier([64, 64, 10], "float32") == "tuned"
+    monkeypatch.delenv(tiers.AOT_ENV)
+    monkeypatch.setattr(_aot, "network", lambda dtype: None)  # not built
+    assert bench_fresh.worker_tier([64, 64, 10], "float64") == "tuned"

@@ -7,7 +7,9 @@ median over ``EPOCHS`` timed epochs, printed as microseconds per step. ``measure
 2 cores), and reports the median over processes and the spread (max / min). One warm process can
 sit in a lucky or an unlucky mode for its whole life, which only several processes show.
 
-Runtimes: ``loops`` (the tuned kernels, 2 threads), ``loops-1t`` (one thread), ``numpy`` (their
+Runtimes: ``loops`` (the tuned kernels, 2 threads; for a network the ahead-of-time module serves,
+that module where it is built, as on a user's machine after ``loopgrad warmup`` or a first run:
+``worker_tier``), ``loops-1t`` (one thread), ``numpy`` (their
 NumPy twin), ``torch`` (PyTorch eager, 2 threads) and ``jax`` (``jit`` of a ``lax.scan`` over the
 epoch's steps: value_and_grad and the SGD update, the fairest compiled rival), each where
 installed. ``sgemm_peak`` is NumPy's 1024^3 product in the same dtype (sgemm for float32, dgemm for
@@ -200,10 +202,21 @@ def available(runtime):
     return runtime not in ("torch", "jax") or importlib.util.find_spec(runtime) is not None
 
 
-def _spawn(args, runtime=None):
+def worker_tier(sizes, dtype):
+    """``LOOPGRAD_TIER`` for the loops' workers on a network of ``sizes``: "auto" where the ahead-of-time
+    module is built and serves the network, so that they run it as ``fit`` does on a warmed machine;
+    else "tuned": numba's kernels from the first call (compiled in the worker when not cached), never
+    the NumPy twin that stands in during a cold start's background compile."""
+    from . import _aot, tiers
+
+    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return "auto" if tiers._aot_serves(n_params) and _aot.network(dtype) is not None else "tuned"
+
+
+def _spawn(args, runtime=None, tier="tuned"):
     from .tiers import ENV
 
-    env = dict(os.environ, **{ENV: "tuned"})
+    env = dict(os.environ, **{ENV: tier})
     if runtime == "loops-1t":
         env["NUMBA_NUM_THREADS"] = "1"
     out = subprocess.run([sys.executable, "-m", "loopgrad.bench_fresh", *args], env=env, capture_output=True,
@@ -230,7 +243,8 @@ def measure(cases=CASES, processes=5, runtimes=RUNTIMES, dtype="float32"):
         for runtime in runtimes:
             if not available(runtime):
                 continue
-            per_step = [_spawn(["worker", runtime, json.dumps(sizes), str(batch), dtype], runtime)
+            tier = worker_tier(sizes, dtype) if runtime.startswith("loops") else "tuned"
+            per_step = [_spawn(["worker", runtime, json.dumps(sizes), str(batch), dtype], runtime, tier)
                         for _ in range(processes)]
             med = statistics.median(per_step)
             flop = 6.0 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
