@@ -66,14 +66,53 @@ def test_fused_step_equals_the_layer_by_layer_step(m, opt, weighted, rng):
     assert not np.array_equal(runs[0][0], model.theta)
 
 
+@pytest.mark.parametrize("sizes", [(600, 64, 10), (300, 64)])  # 4 and 2 chunks of k in layer 1
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_step_that_splits_layer_one_by_chunks_of_k_equals_the_layer_by_layer_step(sizes, weighted, rng):
+    """At a small batch with a wide first layer the fused step gives each chunk of layer 1's sum over k to a
+    task of its own (F1 into partials, B2 and the update of those rows of W): the bits of forward_into,
+    gradients_into and the update in turn, on one thread and on two."""
+    import numba
+    from loopgrad.kernels import optim as loop_optim
+
+    m = 40
+    model = lg.MLP(list(sizes), hidden="relu", output="softmax", dtype="float32", seed=4)
+    X, y = rng.standard_normal((m, sizes[0])).astype(np.float32), rng.integers(0, sizes[-1], m)
+    w = rng.uniform(0.0, 2.0, m).astype(np.float32) if weighted else None
+    opt = lg.SGD(0.05, momentum=0.9)
+    runs = []
+    for fused, threads in ((True, 2), (True, 1), (False, 2)):
+        probe = model.copy()
+        net, buf, update = probe.training_buffers(m, opt, weighted=weighted)
+        layout.load_batch(buf, *probe.validate(X, y), weights=w)
+        numba.set_num_threads(threads)
+        try:
+            for t in range(1, 4):
+                if fused:
+                    loop_network.train_step_into(net, buf, m, update, t, np.zeros(0, np.float32))
+                    continue
+                loop_network.forward_into(net, buf, m)
+                loop_network.gradients_into(net, buf, m, 0.0)
+                loop_optim._optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay,
+                                                  update.hyper, t)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        assert fused == bool(np.any(layout.partials(buf)))  # the split ran (and only in the fused step)
+        runs.append(probe.theta.copy())
+    np.testing.assert_array_equal(runs[0], runs[2])
+    np.testing.assert_array_equal(runs[1], runs[2])
+    assert not np.array_equal(runs[0], model.theta)
+
+
 @pytest.mark.parametrize("m", [8, 40, 200])  # row pass on one thread, in parallel blocks; layer by layer
-def test_epoch_equals_its_steps_on_loaded_batches(m, rng):
+@pytest.mark.parametrize("n_in", [200, 600])  # 600: layer 1 split by chunks of k at m = 40, each copying its columns
+def test_epoch_equals_its_steps_on_loaded_batches(m, n_in, rng):
     """The compiled epoch, whose step copies each batch's examples into A[0] in the tasks that read them
     first, gives the same bits as loading every batch (``layout.load_batch``) and calling
     ``train_step_into``: parameters and summed loss, over batches in a shuffled order with a short last one."""
-    model = lg.MLP([200, 96, 48, 10], hidden="relu", output="softmax", dtype="float32", seed=3)
+    model = lg.MLP([n_in, 96, 48, 10], hidden="relu", output="softmax", dtype="float32", seed=3)
     n = 3 * m + 5
-    X, y = rng.standard_normal((n, 200)).astype(np.float32), rng.integers(0, 10, n)
+    X, y = rng.standard_normal((n, n_in)).astype(np.float32), rng.integers(0, 10, n)
     X, Y = model.validate(X, y)
     order = rng.permutation(n)
     opt = lg.SGD(0.05, momentum=0.9)

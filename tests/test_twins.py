@@ -126,6 +126,40 @@ def test_outer_product_form_matches_its_naive_form(m, k, n, dtype, layout, seed)
     assert (C1[:i0] == C2[:i0]).all()
 
 
+def test_the_chunks_of_a_sum_over_k_are_even_in_count_and_leave_none_empty():
+    """``tables.k_chunks``: one chunk up to K_CHUNK, else an even count of chunks of one length (so two
+    threads can take half each), none empty and none longer than K_CHUNK."""
+    from loopgrad import tables
+
+    assert _gemm.k_chunking(0) == (0, 0)
+    assert _gemm.k_chunking(784) == (4, 196)  # not 256 + 256 + 256 + 16
+    assert _gemm.k_chunking(1024) == (4, 256)
+    for K in list(range(1, 3000)) + [65535, 100000]:
+        count, length = _gemm.k_chunking(K)
+        assert count <= tables.k_chunks(K) and length <= _gemm.K_CHUNK
+        assert (count - 1) * length < K <= count * length  # every chunk holds some k
+        assert count == 1 if K <= _gemm.K_CHUNK else tables.k_chunks(K) % 2 == 0
+
+
+@given(m=dims, k=st.integers(_gemm.K_CHUNK + 1, 5 * _gemm.K_CHUNK), n=st.integers(1, 40),
+       dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16))
+def test_a_product_split_by_its_chunks_and_added_in_order_gives_the_same_bits(m, k, n, dtype, seed):
+    """What the fused step does to layer 1's F1 (``network._first_layer_chunk_sums``): chunk 0 into C,
+    every later chunk from zero into a partial of its own, the partials then added in chunk order; the
+    bits of ``nn_rows`` over all of k, exactly."""
+    rng = np.random.default_rng(seed)
+    X, B = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    whole, split = np.empty((m, n), dtype), np.empty((m, n), dtype)
+    _gemm.nn_rows(X, B, whole, 0, m)
+    count, length = _gemm.k_chunking(k)
+    partials = np.empty((count, m, n), dtype)
+    for q in range(count):
+        _gemm.nn_rows_chunks(X, B, split if q == 0 else partials[q], 0, m, q, q + 1, length)
+    for q in range(1, count):
+        split += partials[q]
+    np.testing.assert_array_equal(split, whole)
+
+
 _AVX2_BLOCK = """
 import numpy as np
 from loopgrad import _numba
@@ -224,6 +258,9 @@ def test_every_block_and_slot_starts_on_a_cache_line(dtype):
     for Z, A, dZ in layout.layer_views(buf, 33):
         for view in (Z, A, dZ):
             assert view is None or view.ctypes.data % layout.ALIGN_BYTES == 0
+    # room for the partial sums of layer 1's chunks (784 = 4 chunks of 196: three partials)
+    assert layout.partials(buf).shape == (3, 33, 100)
+    assert layout.partials(buf).ctypes.data % layout.ALIGN_BYTES == 0
     for again in (model.copy(), pickle.loads(pickle.dumps(model))):
         assert again.theta.ctypes.data % layout.ALIGN_BYTES == 0
         assert np.array_equal(again.theta, model.theta)

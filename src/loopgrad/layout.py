@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .tables import b4_transposed
+from .tables import ROW_PASS_ROWS, b4_transposed, k_chunks
 
 # Every block (theta, its gradient and optimizer state, the work block) and every slot in the work
 # block starts on a 64-byte cache line: the tuned products move 64-byte vectors on AVX-512, and one
@@ -34,8 +34,9 @@ ALIGN_BYTES = 64
 # columns of the parameter table ``layers`` (one row per layer l = 1..L)
 N_IN, N_OUT, W_OFF, B_OFF, ACT = range(5)
 # columns of the work table ``slots`` (one row per layer l = 0..L; row 0 is the input X = A[0]); WT_OFF
-# is the offset of W[l]^T (n_l, n_{l-1}), or -1
-WIDTH, Z_OFF, A_OFF, DZ_OFF, WT_OFF = range(5)
+# is the offset of W[l]^T (n_l, n_{l-1}), or -1; PART_OFF, in row 1 only, that of the partial sums of
+# F1 of layer 1 (``partials``), or -1
+WIDTH, Z_OFF, A_OFF, DZ_OFF, WT_OFF, PART_OFF = range(6)
 
 
 class Net(NamedTuple):
@@ -57,7 +58,7 @@ class Update(NamedTuple):
 class Buffers(NamedTuple):
     """The work side: every activation, delta and scratch of a batch of up to ``rows`` examples."""
     work: np.ndarray    # the one flat block; all fields below are views into it
-    slots: np.ndarray   # (L + 1, 5) int64: n_l and the offsets of Z[l], A[l], dZ[l], W[l]^T in ``work``
+    slots: np.ndarray   # (L + 1, 6) int64: n_l and the offsets of Z[l], A[l], dZ[l], W[l]^T, F1's partials
     rows: int           # capacity in examples
     y: np.ndarray       # (rows * n_L,) targets of the batch
     losses: np.ndarray  # (rows,) per-example losses L(i)
@@ -132,7 +133,7 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
     if rows < 1:
         raise ValueError(f"rows: expected a batch capacity >= 1, got {rows}")
     widths = [int(layers[0, N_IN])] + [int(n) for n in layers[:, N_OUT]]
-    slots = np.full((len(widths), 5), -1, dtype=np.int64)
+    slots = np.full((len(widths), 6), -1, dtype=np.int64)
     line = ALIGN_BYTES // np.dtype(dtype).itemsize
 
     def room(size):
@@ -152,6 +153,10 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
     for l in range(2, len(widths)):
         if b4_transposed(widths[l], np.dtype(dtype).itemsize):
             slots[l, WT_OFF] = room(widths[l] * widths[l - 1])
+    # the fused step of a small batch may split layer 1's sum over k between threads, by its chunks
+    # (``kernels.network``): every chunk but the first then needs a partial sum of its own
+    if not sparse_input and k_chunks(widths[0]) > 1:
+        slots[1, PART_OFF] = room((k_chunks(widths[0]) - 1) * min(rows, ROW_PASS_ROWS) * widths[1])
     sizes = {"y": rows * widths[-1], "losses": rows, "norms": rows, "weights": rows if weighted else 0}
     work = aligned_zeros(off + sum(sizes.values()), dtype)
     tail = {}
@@ -240,10 +245,22 @@ def wt(buf, l):
     return buf.work[o:o + n * n_prev].reshape((n, n_prev))
 
 
+def partials(buf):
+    """The partial sums of F1 of layer 1, (k_chunks(n_0) - 1, min(rows, ROW_PASS_ROWS), n_1): row q - 1 for
+    chunk q of the sum over k; the first m rows of each serve a batch of m. (0, 0, n_1) when there is no room."""
+    n, o = buf.slots[1, WIDTH], buf.slots[1, PART_OFF]
+    if o < 0:
+        return buf.work[0:0].reshape((0, 0, n))
+    cap = min(buf.rows, ROW_PASS_ROWS)
+    q = k_chunks(buf.slots[0, WIDTH]) - 1
+    return buf.work[o:o + q * cap * n].reshape((q, cap, n))
+
+
 def targets(buf, m):
     """Y (m, n_L) of the batch."""
     n = buf.slots[buf.slots.shape[0] - 1, WIDTH]
     return buf.y[:m * n].reshape((m, n))
 
 
-COMPILED = ("params", "param_rows", "_slot", "z", "a", "dz", "wt", "targets")
+# (``k_chunks`` is the rule of ``tables``, compiled here with the views that read it)
+COMPILED = ("params", "param_rows", "_slot", "z", "a", "dz", "wt", "partials", "targets", "k_chunks")

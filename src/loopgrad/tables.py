@@ -44,6 +44,30 @@ def b4_transposed(n_out, itemsize):
     return n_out * itemsize <= B4_TRANSPOSED_BYTES
 
 
+# The k of F1's and B2's sums is taken in chunks of at most this many, so that the rows of X and B a
+# chunk reads stay in L1 while the columns of C go by (B2 at batch 1024 on the AVX2 machine: 30 -> 50
+# GFLOP/s on one thread). Every product sums its chunks in order, each chunk from zero and then added
+# to the sum so far: that fixed order is what lets the fused step split the first layer's sum between
+# threads (``k_chunks``) and still give the bits of the product taken whole.
+K_CHUNK = 256
+
+
+def k_chunks(K):
+    """How many chunks the sum over k of length ``K`` is cut into, all of one length (the last may be
+    shorter): ceil(K / K_CHUNK), rounded up to an even count from 2 on, so that two threads can each take
+    half the chunks (784 = 4 x 196 rather than 256 + 256 + 256 + 16)."""
+    n = -(-K // K_CHUNK)
+    return n + (n & 1) if n > 1 else n
+
+
+# Up to this batch size the fused step's F1-F3, loss, B8 and B6 run as one pass over blocks of rows;
+# above it, layer by layer (``kernels.network``). Measured on the AVX2 machine (784-128-64-10, float32,
+# rounds alternating in one process): the pass saves 3-4% of the two-thread step at batch 32, where a
+# parallel region's wake-up is a sizeable share, and costs 7-10% on one thread at batch 128 and 1024,
+# where carrying a block through every layer pushes the first layer's W out of L2 between blocks.
+ROW_PASS_ROWS = 64
+
+
 def activation_code(name):
     if not isinstance(name, str) or name not in ACTIVATION_CODE:
         raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}; got {name!r}")

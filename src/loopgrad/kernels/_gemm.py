@@ -20,7 +20,9 @@ How the tuned forms get their speed (see the README for the figures):
 """
 import numpy as np
 
+from .. import layout
 from .._numba import BLOCK_ROWS, VECTOR_BITS, WIDE_VECTORS, jit, outer_block
+from ..tables import K_CHUNK  # noqa: F401  (the chunk rule's bound; re-exported for the tests)
 
 # Rows of an output that one parallel task owns. Fixed, so each output element is summed by one
 # thread in one order whatever the number of threads: the same bits on 1 or 2 threads.
@@ -28,9 +30,16 @@ ROW_BLOCK = 16
 # Below this many multiply-adds a product runs serially: waking the thread pool costs more.
 SERIAL_WORK = 1 << 18
 
-# The k of F1's and B2's sums is taken in chunks of this many, so that the rows of X and B a chunk
-# reads stay in L1 while the columns of C go by (B2 at batch 1024: 30 -> 50 GFLOP/s on one thread).
-K_CHUNK = 256
+@jit
+def k_chunking(K):
+    """(count, length) of the chunks the sum over k of F1 and B2 (length K) is taken in: ``tables.k_chunks(K)`` chunks of
+    length ceil(K / that), the last cut at K; count is how many of them hold any k (it can fall short of
+    ``tables.k_chunks`` for a very long K). (0, 0) for K = 0."""
+    n = layout.k_chunks(K)
+    if n == 0:
+        return 0, 0
+    length = -(-K // n)
+    return -(-K // length), length
 
 
 @jit
@@ -62,19 +71,33 @@ def nn_rows(X, B, C, i0, i1):
     The "outer-product" form: ``outer_block`` keeps a block of BLOCK_ROWS rows by two vectors of C in
     registers and adds X[i+r,k] times B's row k to it for each k; X may be any layout (it is read
     one scalar at a time). The last block of columns may end inside a vector (masked). Where B's or
-    C's rows are not contiguous, a plain loop sums every column instead.
+    C's rows are not contiguous, a plain loop sums every column instead. k runs in the chunks of
+    ``tables.k_chunks``, in order: ``nn_rows_chunks`` over all of them.
     """
     K = X.shape[1]
-    N = C.shape[1]  # B may have more columns (a padded copy, ``unaliased``): they are not read
     if K == 0 or B.strides[1] != B.itemsize or C.strides[1] != C.itemsize:
         nn_rows_naive(X, B, C, i0, i1)
         return
+    count, length = k_chunking(K)
+    nn_rows_chunks(X, B, C, i0, i1, 0, count, length)
+
+
+@jit
+def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
+    """``nn_rows`` over the chunks q0 <= q < q1 of k (chunk q is q * chunk <= k < (q + 1) * chunk, cut at
+    K): C[i,j] = S_q0 + S_q0+1 + ..., where each S_q is its chunk's sum from zero, added to the sum so
+    far when done. ``nn_rows`` is this over every chunk; the fused step runs layer 1's F1 a chunk per task
+    (chunk 0 into C, each later chunk into a partial of its own, added in order after), which gives the
+    same bits. B's and C's rows must be contiguous."""
+    K = X.shape[1]
+    N = C.shape[1]  # B may have more columns (a padded copy, ``unaliased``): they are not read
     width = 2 * VECTOR_BITS // (8 * C.itemsize)
-    # k chunks outermost: a chunk's panel of B (K_CHUNK rows by two vectors) stays in L1 while every
-    # block of rows of the range goes by. Each C element still sums k in order, chunk after chunk.
-    for k0 in range(0, K, K_CHUNK):
-        k1 = min(K, k0 + K_CHUNK)
-        add = k0 > 0
+    # chunks outermost: a chunk's panel of B (up to K_CHUNK rows by two vectors) stays in L1 while every
+    # block of rows of the range goes by
+    for q in range(q0, q1):
+        k0 = q * chunk
+        k1 = min(K, k0 + chunk)
+        add = q > q0
         for j in range(0, N, width):
             for i in range(i0, i1, BLOCK_ROWS):
                 _outer_rows(X, B, C, i, min(BLOCK_ROWS, i1 - i), j, min(width, N - j), k0, k1, add)

@@ -21,6 +21,12 @@ def _forward_rows(A_prev, W, b, code, Z, A, i0, i1):
     """F1 then F2/F3 on rows i0 <= i < i1: Z[i,j] = sum_k A_prev[i,k] W[k,j] + b[j], A[i] = g(Z[i])."""
     # sum_k A_prev[i,k] * W[k,j]: the outer-product form, W as it is stored
     nn_rows(A_prev, W, Z, i0, i1)
+    _bias_act_rows(b, code, Z, A, i0, i1)
+
+
+@jit
+def _bias_act_rows(b, code, Z, A, i0, i1):
+    """The rest of F1, then F2/F3, on rows i0 <= i < i1 that hold the sum over k: Z[i,j] += b[j], A[i] = g(Z[i])."""
     for i in range(i0, i1):
         z = Z[i]
         # Z[i,j] += b[j], while the row is still in cache

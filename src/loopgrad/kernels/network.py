@@ -12,21 +12,17 @@ import numpy as np
 from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
-from ..tables import H_CLIP
-from ._gemm import ROW_BLOCK, SERIAL_WORK, task_rows, unaliased
-from .dense import (_bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into, _input_grad_rows,
-                    _sq_norm_row, _transpose_into, _weight_grad_into, _weight_grad_operands, _weight_grad_rows)
+from ..tables import H_CLIP, ROW_PASS_ROWS
+from ._gemm import ROW_BLOCK, SERIAL_WORK, k_chunking, nn_rows_chunks, task_rows, unaliased
+from .dense import (_bias_act_rows, _bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into,
+                    _input_grad_rows, _sq_norm_row, _transpose_into, _weight_grad_into, _weight_grad_operands, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
 from .noise import _dp_noise_into
 from .sparse import _sparse_forward_into, _sparse_weight_grad_into
 from .optim import _optimizer_range_into, _optimizer_update_into
 
-# Up to this batch size the step's F1-F3, loss, B8 and B6 run as one pass over blocks of rows; above
-# it, layer by layer. Measured on the AVX2 machine (784-128-64-10, float32, rounds alternating in one
-# process): the pass saves 3-4% of the two-thread step at batch 32, where a parallel region's wake-up
-# is a sizeable share, and costs 7-10% on one thread at batch 128 and 1024, where carrying a block
-# through every layer pushes the first layer's W out of L2 between blocks.
-ROW_PASS_ROWS = 64
+# Up to ROW_PASS_ROWS (``tables``) the step's F1-F3, loss, B8 and B6 run as one pass over blocks of
+# rows; above it, layer by layer.
 # From this many multiply-adds in a forward pass (m * sum_l n_in n_out) on, the fused step's pass over
 # blocks of rows runs parallel; below it, on the calling thread, where waking the pool would cost more
 # than it saves (64-64-10 at batch 32, 2.8e5, stays serial).
@@ -191,7 +187,8 @@ def gradients_sparse_into(net, buf, m, data, indices, indptr):
 # layer and equation (ROW_PASS_ROWS). B2 and B3 sum over the examples and wait for all of them: one
 # region per layer, in which each block of rows of dW gets the optimizer's update as soon as it is
 # written, while it is in cache (a separate update pass read and wrote the whole parameter block once
-# more).
+# more). Where layer 1's sum over k has several chunks, its F1 and B2 go by chunks instead, so that each
+# thread keeps its own rows of that layer's W (below).
 
 @jit
 def _gather_rows(X, rows, A0, i0, i1):
@@ -209,10 +206,18 @@ def _row_pass(net, buf, m, wsum, clip_norm, X, rows, i0, i1):
     (unless ``rows`` is empty: A[0] is loaded), F1-F3 for l = 1..L, L(i), B8 (times m w_i / wsum with
     sample weights), B6 for l = L..2, and with ``clip_norm > 0`` N1/N2's clipping. Each of these numbers
     depends on its own example alone."""
-    L = net.layers.shape[0]
     if rows.shape[0] > 0:
         _gather_rows(X, rows, layout.a(buf, 0, m), i0, i1)
-    for l in range(1, L + 1):
+    W, b = layout.params(net.theta, net.layers, 0)
+    _forward_rows(layout.a(buf, 0, m), W, b, net.layers[0, ACT], layout.z(buf, 1, m), layout.a(buf, 1, m), i0, i1)
+    _row_pass_on(net, buf, m, wsum, clip_norm, i0, i1)
+
+
+@jit
+def _row_pass_on(net, buf, m, wsum, clip_norm, i0, i1):
+    """``_row_pass`` from A[1] (done for the rows i0 <= i < i1) on: F1-F3 for l = 2..L, L(i), B8, B6, clipping."""
+    L = net.layers.shape[0]
+    for l in range(2, L + 1):
         W, b = layout.params(net.theta, net.layers, l - 1)
         _forward_rows(layout.a(buf, l - 1, m), W, b, net.layers[l - 1, ACT], layout.z(buf, l, m),
                       layout.a(buf, l, m), i0, i1)
@@ -234,6 +239,85 @@ def _row_pass(net, buf, m, wsum, clip_norm, X, rows, i0, i1):
 def _row_blocks(net, buf, m, wsum, clip_norm, X, rows):
     for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
         _row_pass(net, buf, m, wsum, clip_norm, X, rows, blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK))
+
+
+# ---- layer 1 split by its sum over k ---------------------------------------------------------------
+# In the row pass every task reads all of layer 1's W, while B2 and the update write each row of W on
+# one core: so every step, half of W moved from one core's cache to the other's and back (on the
+# AVX-512 Xeon, 784-128-64-10 at batch 32, float32: 134 us a step against 93 with the update's writes
+# left out). Where the first layer's sum over k has two chunks or more (``tables.k_chunks``), the step
+# instead gives one task to each chunk, which is a range of rows of W: its F1 over all the batch's rows
+# on those k, then B2 and the update of those rows of W. The pool's static schedule hands each thread
+# the same contiguous run of tasks in both regions, so a thread's rows of W stay in its core's cache.
+# Chunk 0's sum goes to Z, every later chunk's to a partial of its own, added in chunk order by the row
+# pass that follows: Z is the bits of ``nn_rows``, however many threads share the chunks.
+
+@jit
+def _first_layer_split(net, buf):
+    """Whether layer 1's F1 and B2 go by chunks of its sum over k: two chunks or more, and room for the
+    partials (``layout.partials``)."""
+    return layout.partials(buf).shape[0] > 0 and k_chunking(net.layers[0, N_IN])[0] > 1
+
+
+@jit
+def _gather_columns(X, rows, A0, k0, k1):
+    """A[0][i, k0:k1] = X[rows[i], k0:k1] for every row i of the batch."""
+    for i in range(A0.shape[0]):
+        x, a = X[rows[i]][k0:k1], A0[i][k0:k1]
+        for k in range(a.shape[0]):
+            a[k] = x[k]
+
+
+@jit(parallel=True)
+def _first_layer_chunk_sums(X, rows, A0, W, Z, P):
+    """F1's sum over k of layer 1, one task per chunk q of k: chunk 0 into Z, chunk q >= 1 from zero into
+    P[q - 1]. Each task first copies its columns of the batch's examples X[rows] into A[0] (unless ``rows``
+    is empty)."""
+    m, K = A0.shape
+    count, length = k_chunking(K)
+    for q in prange(count):
+        k0, k1 = q * length, min(K, (q + 1) * length)
+        if rows.shape[0] > 0:
+            _gather_columns(X, rows, A0, k0, k1)
+        nn_rows_chunks(A0, W, Z if q == 0 else P[q - 1, :m], FIRST, m, q, q + 1, length)
+
+
+@jit
+def _first_layer_finish_rows(net, buf, m, i0, i1):
+    """F1 of layer 1 on rows i0 <= i < i1 after ``_first_layer_chunk_sums``: the partials of chunks 1, 2, ...
+    added in turn, then the bias and F2/F3."""
+    W, b = layout.params(net.theta, net.layers, 0)
+    count, _ = k_chunking(W.shape[0])
+    Z, P = layout.z(buf, 1, m), layout.partials(buf)
+    for q in range(1, count):
+        for i in range(i0, i1):
+            z, s = Z[i], P[q - 1, i]
+            # Z[i,j] = (sum over the chunks before q) + S_q[i,j], as nn_rows adds each chunk's sum
+            for j in range(z.shape[0]):
+                z[j] += s[j]
+    _bias_act_rows(b, net.layers[0, ACT], Z, layout.a(buf, 1, m), i0, i1)
+
+
+@jit(parallel=True)
+def _split_row_blocks(net, buf, m, wsum, clip_norm):
+    for blk in prange((m + ROW_BLOCK - 1) // ROW_BLOCK):
+        i0, i1 = blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK)
+        _first_layer_finish_rows(net, buf, m, i0, i1)
+        _row_pass_on(net, buf, m, wsum, clip_norm, i0, i1)
+
+
+@jit(parallel=True)
+def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, update, t):
+    """B2 and the update of layer 1, one task per chunk of F1's sum over k: the rows of W that
+    ``_first_layer_chunk_sums``'s task of the same number read (so they stay in its core's cache), in
+    blocks of ``task_rows`` rows as ``_grad_update_blocks`` takes them: the same bits."""
+    K = dW.shape[0]
+    count, length = k_chunking(K)
+    step = task_rows(dW.shape[1])
+    for q in prange(count):
+        j0, j1 = q * length, min(K, (q + 1) * length)
+        for j in range(j0, j1, step):
+            _grad_update_rows(A_prev, dZ, dW, net, update, t, 0, j, min(j1, j + step))
 
 
 @jit(parallel=True)
@@ -284,15 +368,18 @@ def _grad_update_blocks(A_prev, dZ, dW, net, update, t, l):
 
 
 @jit
-def _grads_and_update(net, buf, m, update, t):
+def _grads_and_update(net, buf, m, update, t, split):
     """B2 and B3 for every layer, each block of parameters updated as soon as its gradient is written:
-    ``_dense_grads_from`` with the update fused in (the same partition of dW into tasks, so the same
-    gradient bits)."""
+    ``_dense_grads_from`` with the update fused in (the same gradient bits). With ``split``, layer 1's B2
+    goes by the chunks its F1 went by (``_first_layer_grad_update_chunks``)."""
     for l in range(net.layers.shape[0]):
         dW, db = layout.params(net.grad, net.layers, l)
         A_prev, dZ = layout.a(buf, l, m), layout.dz(buf, l + 1, m)
         n_in = dW.shape[0]
-        if m * n_in * dW.shape[1] < SERIAL_WORK:
+        if l == 0 and split:
+            A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
+            _first_layer_grad_update_chunks(A_read, dZ_read, dW, net, update, t)
+        elif m * n_in * dW.shape[1] < SERIAL_WORK:
             _grad_update_rows(A_prev, dZ, dW, net, update, t, l, FIRST, n_in)
         else:
             A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
@@ -314,8 +401,8 @@ def _forward_work(layers):
 def train_step_into(net, buf, m, update, t, noise):
     """One mini-batch, fused, on the m rows loaded in A[0] and Y: F1-F3, the loss J, B8 and B6 (N1, N2
     when the optimizer clips), up to ROW_PASS_ROWS rows in one pass over blocks of rows, each block
-    through every layer and back; then B2 and B3 with the update of each block of parameters as soon
-    as its gradient is written. For DP-SGD the noisy mean (``noise._dp_noise_into``: the
+    through every layer and back (layer 1's sum over k first, a chunk per task, where it has several);
+    then B2 and B3 with the update of each block of parameters as soon as its gradient is written. For DP-SGD the noisy mean (``noise._dp_noise_into``: the
     counter-based noise of step ``t``, or the row ``noise`` (P,) when it is not empty) comes between
     the whole gradient and the update. The same numbers as ``forward_into``, ``gradients_into`` and the
     update in turn. Updates ``net.theta`` in place at step ``t``; returns J of the batch before the
@@ -330,6 +417,7 @@ def _step(net, buf, m, update, t, noise, X, rows):
     """``train_step_into`` on the examples X[rows] (Y and the sample weights loaded), which the tasks that
     first read them copy into A[0]; with ``rows`` empty, on A[0] as loaded."""
     clip_norm = update.hyper[H_CLIP]
+    split = False
     if m > ROW_PASS_ROWS:
         _forward_from_rows(net, buf, m, X, rows)
         J = _deltas(net, buf, m)
@@ -339,7 +427,13 @@ def _step(net, buf, m, update, t, noise, X, rows):
         wsum = _weight_sum(buf.weights, m) if buf.weights.shape[0] > 0 else buf.weights.dtype.type(0.0)
         _narrow_transposed(net, buf)
         if m > ROW_BLOCK and m * _forward_work(net.layers) >= STEP_SERIAL_WORK:
-            _row_blocks(net, buf, m, wsum, clip_norm, X, rows)
+            split = _first_layer_split(net, buf)
+            if split:
+                W, _ = layout.params(net.theta, net.layers, 0)
+                _first_layer_chunk_sums(X, rows, layout.a(buf, 0, m), W, layout.z(buf, 1, m), layout.partials(buf))
+                _split_row_blocks(net, buf, m, wsum, clip_norm)
+            else:
+                _row_blocks(net, buf, m, wsum, clip_norm, X, rows)
         else:
             _row_pass(net, buf, m, wsum, clip_norm, X, rows, FIRST, m)
         J = _cost_of_losses(buf, m)
@@ -349,7 +443,7 @@ def _step(net, buf, m, update, t, noise, X, rows):
         _dp_noise_into(net.grad, noise, update.hyper, t, m)
         _optimizer_update_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t)
     else:
-        _grads_and_update(net, buf, m, update, t)
+        _grads_and_update(net, buf, m, update, t, split)
     return J
 
 
