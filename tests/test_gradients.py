@@ -136,6 +136,47 @@ def test_softmax_and_sigmoid_saturate_without_overflow():
             assert mod.loss_forward("cross_entropy", Z, np.eye(3)[[1, 0]]) == pytest.approx((2e4 + 2e30) / 2, rel=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("order", ["C", "F"])  # C: one loop of exponentials over the block; F: row by row
+def test_softmax_exponentials_are_accurate(dtype, order):
+    """F3 takes its exponentials with a polynomial (``activations._exp_nonpositive``), not libm: every
+    A[i,j] within (4 + |Z[i,j] - M_i|) eps of the softmax computed in float64, relative: an ulp each from
+    the exp, the row sum and the division, and the rounding of Z[i,j] - M_i in the dtype (eps/2 times its
+    size, which the exp turns into a relative error as large), over rows of 1 to 40 logits spread over
+    hundreds of units, -inf logits and rows that underflow to a single 1."""
+    rng = np.random.default_rng(0)
+    eps = np.finfo(dtype).eps
+    for n in (1, 3, 10, 16, 17, 40):
+        Z = (rng.standard_normal((50, n)) * rng.choice([0.1, 3.0, 30.0, 300.0], (50, 1))).astype(dtype)
+        Z[0, 0] = -np.inf if n > 1 else Z[0, 0]
+        Z = np.asfortranarray(Z) if order == "F" else Z
+        got = kernels.activation_forward("softmax", Z)
+        z = Z.astype(np.float64)
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        exact = e / e.sum(axis=1, keepdims=True)
+        spread = np.where(np.isfinite(shifted), -shifted, 0.0)  # a -inf logit: exact 0, and so is A
+        assert np.all(np.abs(got - exact) <= (4 + spread) * eps * exact + np.finfo(dtype).tiny), n
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=n * eps)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_exponential_of_nonpositive_numbers_is_within_an_ulp(dtype):
+    """``activations._exp_nonpositive`` against float64's exp rounded to the dtype: within 1 eps relative
+    down to the smallest normal result, 0 below it and for -inf, NaN kept, e^0 = 1 and e^-0 = 1."""
+    from loopgrad.kernels import activations
+
+    x = -np.abs(np.random.default_rng(1).standard_normal(20000) * 40).astype(dtype)
+    x = np.concatenate([x, np.array([0.0, -0.0, -1e-30, -80.0, -700.0, -800.0, -np.inf, np.nan], dtype)])
+    got = x.copy()
+    activations._exp_nonpositive(got)
+    want = np.exp(x.astype(np.float64))
+    normal = want >= np.finfo(dtype).tiny
+    assert np.all(np.abs(got[normal] - want[normal]) <= np.finfo(dtype).eps * want[normal])
+    assert np.all(got[~normal & ~np.isnan(x)] == 0.0)
+    assert np.isnan(got[-1]) and got[-8] == got[-7] == 1.0
+
+
 def test_nan_propagates_through_kernels():
     Z = np.array([[np.nan, 1.0]])
     for name in ("relu", "sigmoid", "tanh", "softmax"):

@@ -243,6 +243,74 @@ def _bit_intrinsics():
 
 float32_bits, bits_float32, shift_to_float32 = _bit_intrinsics()
 
+
+def _pow2_intrinsic():
+    """``pow2(k)``: 2^k in the float type of ``k``, a float holding a whole number, built from the
+    exponent bits (k clamped to the normal range: -126..127 for float32, -1022..1023 for float64; a NaN
+    k gives the lowest, so that the NaN the caller multiplies it with stays the result). Through a 32-bit
+    integer, which the vector units convert from a float in one instruction; math.ldexp would be a
+    library call per element. ``math.ldexp`` where the JIT is off."""
+    if config.DISABLE_JIT:
+        import math
+
+        def pow2(k):
+            low, high = (-126, 127) if np.asarray(k).dtype == np.float32 else (-1022, 1023)
+            return type(k)(math.ldexp(1.0, int(min(max(k, low), high)) if k == k else low))
+        return pow2
+    from llvmlite import ir
+    from numba.core import types
+    from numba.core.extending import intrinsic
+
+    @intrinsic
+    def pow2(typingctx, k):
+        if k not in (types.float32, types.float64):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x = args[0]
+            single = k == types.float32
+            fty = ir.FloatType() if single else ir.DoubleType()
+            mantissa, bias = (23, 127) if single else (52, 1023)
+            low, high = ir.Constant(fty, 1.0 - bias), ir.Constant(fty, float(bias))
+            # "not (x >= low)" holds for a NaN too
+            x = builder.select(builder.fcmp_unordered("<", x, low), low, x)
+            x = builder.select(builder.fcmp_ordered(">", x, high), high, x)
+            n = builder.fptosi(x, ir.IntType(32))
+            if not single:
+                n = builder.sext(n, ir.IntType(64))
+            n = builder.shl(builder.add(n, ir.Constant(n.type, bias)), ir.Constant(n.type, mantissa))
+            return builder.bitcast(n, fty)
+        return k(k), codegen
+
+    return pow2
+
+
+pow2 = _pow2_intrinsic()
+
+
+def rows_flat(A, i0, i1):
+    """Rows i0 <= i < i1 of the 2-D array A as one 1-D view (A[i0:i1].reshape(-1)) where A is C-contiguous
+    (for compiled code: where its type's layout is 'C'), else an empty view: a loop over it is one loop
+    that LLVM vectorises across the rows, where a row may be shorter than a vector."""
+    if A.flags.c_contiguous:
+        return A[i0:i1].reshape(-1)
+    return A[0, 0:0]
+
+
+def _overload_rows_flat():
+    if config.DISABLE_JIT:
+        return
+    from numba.extending import overload
+
+    @overload(rows_flat)
+    def _rows_flat(A, i0, i1):
+        if A.layout == "C":
+            return lambda A, i0, i1: A[i0:i1].reshape((i1 - i0) * A.shape[1])
+        return lambda A, i0, i1: A[0, 0:0]
+
+
+_overload_rows_flat()
+
 def _wide_vector_registers():
     """Whether numba compiles for a CPU with AVX-512 (32 vector registers of 512 bits): the target numba
     was told (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) or else the host. Unknown: assume it has them (the

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .. import _checks
-from .._numba import jit, prange, refuse_in_forked_child
+from .._numba import jit, pow2, prange, refuse_in_forked_child, rows_flat
 from ._gemm import ROW_BLOCK
 from ..tables import (
     EXP, EXP_MAX, GELU, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH, activation_code,
@@ -98,13 +98,83 @@ def _act_rows_forward(code, Z, A, i0, i1):
             mx = z[0]
             for j in range(1, n):
                 mx = max(mx, z[j])
+            for j in range(n):
+                a[j] = z[j] - mx
+        # the exponentials of the whole block in one loop, vectorised across rows (a classifier's row of
+        # 10 is shorter than one vector of 16, and its own loop would run as scalars)
+        flat = rows_flat(A, i0, i1)
+        if flat.shape[0] == (i1 - i0) * n:
+            _exp_nonpositive(flat)
+        else:
+            for i in range(i0, i1):
+                _exp_nonpositive(A[i])
+        for i in range(i0, i1):
+            a = A[i]
             s = zero
             for j in range(n):
-                a[j] = math.exp(z[j] - mx)
                 s += a[j]
             inv = one / s  # one division per row, n multiplications
             for j in range(n):
                 a[j] = a[j] * inv
+
+
+# F3's exponentials without a library call per element, which LLVM cannot vectorise (math.exp cost
+# 1.8 of the 14.5 us compiled step of 64-64-10 at batch 32 on the AVX-512 Xeon, in the softmax of 32
+# rows of 10). e^x = 2^k e^r with k = round(x / ln 2) and r = x - k ln 2 in [-ln2/2, ln2/2], ln 2 in
+# two parts (Cody and Waite: k times the short high part is exact); e^r by its Taylor polynomial (degree
+# 7 for float32, 13 for float64: a remainder below half an ulp); 2^k from the exponent bits
+# (``_numba.pow2``).
+@jit(exact=True)
+def _exp_nonpositive(x):
+    """x[p] = e^x[p] in place, for x <= 0 (F3's Z[i,j] - M_i): within 2 ulp of e^x; below the log of the
+    smallest normal number, 0; a NaN stays NaN. Exact (no fastmath flags): reassociation would undo both
+    the rounding trick and ln 2's split."""
+    T = x.dtype.type
+    if x.itemsize == 4:
+        # low: ln of the smallest normal number; rounder: adding and subtracting 1.5 2^23 rounds a float32
+        # of magnitude below 2^22 to a whole number
+        low, rounder, hi, lo = T(-87.336544), T(1.5 * 2.0 ** 23), T(0.693359375), T(-2.12194440e-4)
+    else:
+        low, rounder, hi, lo = T(-708.39641853226), T(1.5 * 2.0 ** 52), T(6.93147180369123816490e-01), T(
+            1.90821492927058770002e-10)
+    log2e, one, zero = T(1.0 / math.log(2.0)), T(1.0), T(0.0)
+    c2, c3, c4, c5, c6, c7 = T(1 / 2), T(1 / 3), T(1 / 4), T(1 / 5), T(1 / 6), T(1 / 7)
+    c8, c9, c10, c11, c12, c13 = T(1 / 8), T(1 / 9), T(1 / 10), T(1 / 11), T(1 / 12), T(1 / 13)
+    if x.itemsize == 4:
+        for p in range(x.shape[0]):
+            v = x[p]
+            vc = low if v < low else v  # a NaN passes
+            k = (vc * log2e + rounder) - rounder
+            r = (vc - k * hi) - k * lo
+            # e^r = 1 + r (1 + r/2 (1 + r/3 (... (1 + r/7)))), from the inside out
+            e = r * c7 + one
+            e = e * (r * c6) + one
+            e = e * (r * c5) + one
+            e = e * (r * c4) + one
+            e = e * (r * c3) + one
+            e = e * (r * c2) + one
+            e = e * r + one
+            x[p] = zero if v < low else e * pow2(k)
+    else:
+        for p in range(x.shape[0]):
+            v = x[p]
+            vc = low if v < low else v
+            k = (vc * log2e + rounder) - rounder
+            r = (vc - k * hi) - k * lo
+            e = r * c13 + one
+            e = e * (r * c12) + one
+            e = e * (r * c11) + one
+            e = e * (r * c10) + one
+            e = e * (r * c9) + one
+            e = e * (r * c8) + one
+            e = e * (r * c7) + one
+            e = e * (r * c6) + one
+            e = e * (r * c5) + one
+            e = e * (r * c4) + one
+            e = e * (r * c3) + one
+            e = e * (r * c2) + one
+            e = e * r + one
+            x[p] = zero if v < low else e * pow2(k)
 
 
 @jit
