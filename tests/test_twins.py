@@ -222,10 +222,11 @@ def test_products_on_rows_4kb_long(dtype, width, rng):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("m", [32, 512])  # B4 on the calling thread, and in parallel blocks
+@pytest.mark.parametrize("m", [32, 511, 512])  # B4 on the calling thread, in parallel blocks; any width transposed
 def test_b4_of_a_narrow_layer_reads_a_transposed_copy(dtype, m, rng):
-    """B4 of a layer whose rows of W are at most tables.B4_TRANSPOSED_BYTES long runs the outer-product
-    form over W^T (copied once per backward pass), wider layers the dot form over W: widths either side
+    """B4 of a layer whose rows of W are at most tables.B4_TRANSPOSED_BYTES long, or of any layer whose W
+    is at most B4_TRANSPOSED_MAX_BYTES in batches of B4_TRANSPOSED_ROWS or more, runs the outer-product
+    form over W^T (copied once per backward pass), other layers the dot form over W: widths either side
     of the line, for the public kernel and for a network's gradient against the NumPy twin (test_training
     holds the fused step to this gradient, bit for bit). Tolerance: 4 eps(dtype) times the summed length
     times max |reference|."""
@@ -233,9 +234,11 @@ def test_b4_of_a_narrow_layer_reads_a_transposed_copy(dtype, m, rng):
 
     eps = np.finfo(dtype).eps
     line = tables.B4_TRANSPOSED_BYTES // np.dtype(dtype).itemsize
+    size = np.dtype(dtype).itemsize
+    assert not tables.b4_transposed(1024, 1024, size, 4096)  # the copy would cost more than it saves
     for n_out in (2, 10, line, line + 1):
         slots = layout.make_buffers(lg.MLP([20, 64, n_out], dtype=dtype).layers, m, dtype).slots
-        assert list(slots[:, layout.WT_OFF] >= 0) == [False, False, n_out <= line]
+        assert list(slots[:, layout.WT_OFF] >= 0) == [False, False, n_out <= line or m >= tables.B4_TRANSPOSED_ROWS]
         A, W = rng.standard_normal((m, 64)).astype(dtype), rng.standard_normal((64, n_out)).astype(dtype)
         dZ = rng.standard_normal((m, n_out)).astype(dtype)
         got, want = kernels.dense_backward(dZ, A, W)[0], reference.dense_backward(dZ, A, W)[0]

@@ -62,7 +62,7 @@ def dense_products():
         "dW": (lambda A, W, b, dZ, out: _weight_grad_into(A, dZ, out),
                lambda A, W, b, dZ, out: np.divide(np.matmul(A.T, dZ, out=out), A.shape[0], out=out),
                lambda t, A, W, b, dZ: (A.T @ dZ) / A.shape[0], lambda m, i, o: (i, o), lambda m, i, o: m),
-        "dA_prev": (lambda A, W, b, dZ, out: _input_grad_act_into(dZ, W, _b4_copy(W), -1, A, A, out),
+        "dA_prev": (lambda A, W, b, dZ, out: _input_grad_act_into(dZ, W, _b4_copy(W, dZ.shape[0]), -1, A, A, out),
                     lambda A, W, b, dZ, out: np.matmul(dZ, W.T, out=out),
                     lambda t, A, W, b, dZ: dZ @ W.T, lambda m, i, o: (m, i), lambda m, i, o: o),
     }

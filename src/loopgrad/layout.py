@@ -11,8 +11,8 @@ with the width ``n_l`` and the offsets of ``Z[l]``, ``A[l]`` and ``dZ[l]``, each
 ``rows * n_l`` numbers. Layer 0 is the input: ``A[0] = X`` (scikit-learn's
 ``activations = [X] + ...``), so no kernel treats the first layer specially, and the epoch
 gathers a mini-batch's rows straight into it. The tuned products read W, A_prev and dZ where they
-lie, with one exception: B4 of a narrow layer (``tables.b4_transposed``, a classifier's output layer)
-reads W^T, copied once per backward pass into room after the slots (the table's last column gives
+lie, with one exception: B4 of a narrow layer (``tables.b4_transposed``, a classifier's output layer;
+any layer of a modest W in batches of many rows) reads W^T, copied once per backward pass into room after the slots (the table's last column gives
 its offset per layer l >= 2, -1 where B4 reads W as stored). Then come the targets ``Y`` and two
 vectors of ``rows`` (per-example losses, per-example norms).
 
@@ -151,7 +151,7 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
             slots[l, col] = room(rows * n)
     # B4 runs for l >= 2 only: dZ[1] W[1]^T would be dA[0], which nothing needs
     for l in range(2, len(widths)):
-        if b4_transposed(widths[l], np.dtype(dtype).itemsize):
+        if b4_transposed(widths[l - 1], widths[l], np.dtype(dtype).itemsize, rows):
             slots[l, WT_OFF] = room(widths[l] * widths[l - 1])
     # the fused step of a small batch may split layer 1's sum over k between threads, by its chunks
     # (``kernels.network``): every chunk but the first then needs a partial sum of its own

@@ -37,11 +37,23 @@ DTYPES = ("float32", "float64")
 # form at n_out = 10: 0.27-0.38x (float32), 0.58-0.82x (float64); at n_out = 48 (float32) or 20
 # (float64) the two are about even, so the line sits below.
 B4_TRANSPOSED_BYTES = 96
+# Any layer's B4 reads the copy too, from this many rows of a batch on, where W is at most
+# B4_TRANSPOSED_MAX_BYTES (so that the copy, O(n_in n_out), stays small beside the product's
+# O(m n_in n_out)). On the AVX-512 Xeon, two threads, the copy included, time of the dot form over the
+# outer-product form (B4 with ReLU's g'): at m = 512, 1.9x (128 x 64, float32), 1.4x (784 x 128,
+# float32), 1.2x (both in float64); at m = 1024, 2.1x and 1.5x in float32; at m = 128 and 256 the
+# float64 ones lose (0.75-0.98x), and for a 1024 x 1024 W the copy costs more than the product gains
+# (0.5x at m = 512).
+B4_TRANSPOSED_ROWS = 512
+B4_TRANSPOSED_MAX_BYTES = 1 << 20
 
 
-def b4_transposed(n_out, itemsize):
-    """Whether B4 of a layer with ``n_out`` outputs reads W^T (a copy) rather than W as stored."""
-    return n_out * itemsize <= B4_TRANSPOSED_BYTES
+def b4_transposed(n_in, n_out, itemsize, rows):
+    """Whether B4 of a layer with W (``n_in``, ``n_out``), in batches of up to ``rows`` examples, reads W^T
+    (a copy) rather than W as stored."""
+    if n_out * itemsize <= B4_TRANSPOSED_BYTES:
+        return True
+    return rows >= B4_TRANSPOSED_ROWS and n_in * n_out * itemsize <= B4_TRANSPOSED_MAX_BYTES
 
 
 # The k of F1's and B2's sums is taken in chunks of at most this many, so that the rows of X and B a

@@ -126,9 +126,9 @@ def _transpose_into(W, WT):
 @jit
 def _input_grad_rows(dZ, W, WT, code, Z_prev, A_prev, dZ_prev, i0, i1):
     """B4 then B5/B7 on rows i0 <= i < i1: dA_prev[i,p] = sum_q dZ[i,q] W[p,q], then g'(Z_prev).
-    WT is W's transposed copy for a narrow layer (``tables.b4_transposed``), else empty (0, n_in)."""
+    WT is W's transposed copy where ``tables.b4_transposed`` asks for one, else empty (0, n_in)."""
     if WT.shape[0] > 0:
-        # sum_q dZ[i,q] * WT[q,p]: so few q that the outer-product form of F1 wins, over the copy
+        # sum_q dZ[i,q] * WT[q,p]: the outer-product form of F1 over the copy (few q, or many rows)
         nn_rows(dZ, WT, dZ_prev, i0, i1)
     else:
         # sum_q dZ[i,q] * W[p,q]: rows of dZ and of W are both contiguous in q, the dot form as it is
@@ -190,10 +190,10 @@ def _per_example_sq_norms_into(A_prev, dZ, out):
         out[i] = _sq_norm_row(A_prev[i], dZ[i])
 
 
-def _b4_copy(W):
-    """The WT argument of ``_input_grad_act_into`` for W: W's transposed copy where B4 reads one
-    (``tables.b4_transposed``), else an empty (0, n_in)."""
-    if b4_transposed(W.shape[1], W.itemsize):
+def _b4_copy(W, m):
+    """The WT argument of ``_input_grad_act_into`` for W and a batch of m rows: W's transposed copy where
+    B4 reads one (``tables.b4_transposed``), else an empty (0, n_in)."""
+    if b4_transposed(W.shape[0], W.shape[1], W.itemsize, m):
         return np.ascontiguousarray(W.T)
     return np.empty((0, W.shape[0]), dtype=W.dtype)
 
@@ -225,7 +225,7 @@ def dense_backward(dZ, A_prev, W):
     dA_prev = np.empty_like(A_prev)
     dW = np.empty_like(W)
     db = np.empty(W.shape[1], dtype=W.dtype)
-    _input_grad_act_into(dZ, W, _b4_copy(W), -1, A_prev, A_prev, dA_prev)
+    _input_grad_act_into(dZ, W, _b4_copy(W, dZ.shape[0]), -1, A_prev, A_prev, dA_prev)
     _weight_grad_into(A_prev, dZ, dW)
     _bias_grad_into(dZ, db)
     return dA_prev, dW, db

@@ -135,8 +135,9 @@ def gradients_into(net, buf, m, clip_norm):
 
 @jit
 def _narrow_transposed(net, buf):
-    """Copy W[l]^T into the room ``layout.wt`` gives for every narrow layer (``tables.b4_transposed``), for
-    the B4 that follows; the copy is made anew for every backward pass, since W moves with every step."""
+    """Copy W[l]^T into the room ``layout.wt`` gives (``tables.b4_transposed``: a narrow layer, or a modest W
+    in batches of many rows), for the B4 that follows; the copy is made anew for every backward pass,
+    since W moves with every step."""
     for l in range(2, net.layers.shape[0] + 1):
         WT = layout.wt(buf, l)
         if WT.shape[0] > 0:
