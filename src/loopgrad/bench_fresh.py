@@ -210,7 +210,7 @@ def worker_tier(sizes, dtype):
     from . import _aot, tiers
 
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    return "auto" if tiers._aot_serves(n_params) and _aot.network(dtype) is not None else "tuned"
+    return "auto" if tiers.aot_serves(n_params) and _aot.network(dtype) is not None else "tuned"
 
 
 def _spawn(args, runtime=None, tier="tuned"):

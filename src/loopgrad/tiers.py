@@ -126,7 +126,7 @@ def aot_enabled():
     return os.environ.get(AOT_ENV, "1") != "0"
 
 
-def _aot_serves(n_params):
+def aot_serves(n_params):
     """Whether the ahead-of-time tier is on and serves a network of ``n_params`` parameters."""
     from . import _aot
 
@@ -139,7 +139,7 @@ def aot_backend(dtype, n_params):
     or ``LOOPGRAD_TIER=tuned`` asks for numba's kernels in the process."""
     from . import _aot
 
-    if not _aot_serves(n_params) or mode() == "tuned":
+    if not aot_serves(n_params) or mode() == "tuned":
         return None
     return _aot.network(dtype)
 
@@ -160,7 +160,7 @@ _aot_requested = set()
 def _request_aot(dtype, n_params):
     from . import _aot
 
-    if dtype in _aot_requested or not _aot_serves(n_params):
+    if dtype in _aot_requested or not aot_serves(n_params):
         return
     _aot_requested.add(dtype)
     if _aot.network(dtype) is None:
