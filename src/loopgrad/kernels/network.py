@@ -134,7 +134,7 @@ def gradients_into(net, buf, m, clip_norm):
 
 
 @jit
-def _narrow_transposed(net, buf):
+def _transposed_copies(net, buf):
     """Copy W[l]^T into the room ``layout.wt`` gives (``tables.b4_transposed``: a narrow layer, or a modest W
     in batches of many rows), for the B4 that follows; the copy is made anew for every backward pass,
     since W moves with every step."""
@@ -148,7 +148,7 @@ def _narrow_transposed(net, buf):
 def _deltas(net, buf, m):
     """J, then B8 (the weighted rows with sample weights) and B6 down to dZ[1]."""
     L = net.layers.shape[0]
-    _narrow_transposed(net, buf)
+    _transposed_copies(net, buf)
     J = cost(net, buf, m)
     _output_delta_into(layout.a(buf, L, m), layout.targets(buf, m), layout.dz(buf, L, m))
     if buf.weights.shape[0] > 0:
@@ -254,10 +254,10 @@ def _row_blocks(net, buf, m, wsum, clip_norm, X, rows):
 # pass that follows: Z is the bits of ``nn_rows``, however many threads share the chunks.
 
 @jit
-def _first_layer_split(net, buf):
-    """Whether layer 1's F1 and B2 go by chunks of its sum over k: two chunks or more, and room for the
-    partials (``layout.partials``)."""
-    return layout.partials(buf).shape[0] > 0 and k_chunking(net.layers[0, N_IN])[0] > 1
+def _first_layer_split(buf):
+    """Whether layer 1's F1 and B2 go by chunks of its sum over k: where ``layout`` gave room for the
+    partials, which it does exactly where that sum has two chunks or more (and the input is dense)."""
+    return layout.partials(buf).shape[0] > 0
 
 
 @jit
@@ -426,9 +426,9 @@ def _step(net, buf, m, update, t, noise, X, rows):
             _clip_rows(net, buf, m, clip_norm, FIRST, m)
     else:
         wsum = _weight_sum(buf.weights, m) if buf.weights.shape[0] > 0 else buf.weights.dtype.type(0.0)
-        _narrow_transposed(net, buf)
+        _transposed_copies(net, buf)
         if m > ROW_BLOCK and m * _forward_work(net.layers) >= STEP_SERIAL_WORK:
-            split = _first_layer_split(net, buf)
+            split = _first_layer_split(buf)
             if split:
                 W, _ = layout.params(net.theta, net.layers, 0)
                 _first_layer_chunk_sums(X, rows, layout.a(buf, 0, m), W, layout.z(buf, 1, m), layout.partials(buf))
