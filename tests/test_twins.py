@@ -160,6 +160,111 @@ def test_a_product_split_by_its_chunks_and_added_in_order_gives_the_same_bits(m,
     np.testing.assert_array_equal(split, whole)
 
 
+def _operand(rng, rows, cols, dtype, layout):
+    """A (rows, cols) operand stored row-major ('C'), as the transposed view of a row-major array ('F',
+    as B2 reads A_prev and B4 reads W), or as every other column of a wider array ('strided')."""
+    if layout == "F":
+        return rng.standard_normal((cols, rows)).astype(dtype).T
+    if layout == "strided":
+        return rng.standard_normal((rows, 2 * cols)).astype(dtype)[:, ::2]
+    return rng.standard_normal((rows, cols)).astype(dtype)
+
+
+@given(m=st.integers(1, 70), k=st.integers(1, 3 * _gemm.K_CHUNK), n=st.integers(1, 300),
+       dtype=st.sampled_from(["float32", "float64"]), x_layout=st.sampled_from(["C", "F", "strided"]),
+       b_layout=st.sampled_from(["C", "F", "strided"]), seed=st.integers(0, 2**16))
+def test_the_packed_product_gives_the_bits_of_the_outer_product_form(m, k, n, dtype, x_layout, b_layout, seed):
+    """``nn_packed_rows`` over ``dense._panels(B)`` against ``nn_rows`` over B's values row-major: the same
+    multiply-adds in the same order, so exactly the same bits, for X and B in any layout (packing
+    copies them, it does not round), over every number of register blocks, panels (a last one cut
+    inside a vector), passes of PASS_PANELS panels and chunks of k; rows outside [i0, i1) untouched."""
+    from loopgrad.kernels import dense
+
+    rng = np.random.default_rng(seed)
+    X, B = _operand(rng, m, k, dtype, x_layout), _operand(rng, k, n, dtype, b_layout)
+    i0 = int(rng.integers(0, m))
+    i1 = int(rng.integers(i0 + 1, m + 1))
+    packed = rng.standard_normal((m, n)).astype(dtype)
+    plain = packed.copy()
+    _gemm.nn_packed_rows(X, dense._panels(B), packed, i0, i1)
+    _gemm.nn_rows(X, B.copy(order="C"), plain, i0, i1)  # a fresh copy: unit strides even where a dimension is 1
+    np.testing.assert_array_equal(packed, plain)
+
+
+def test_a_packed_product_is_cut_into_enough_tasks_for_two_threads():
+    """``packed_task_rows``: whole register blocks, at most ``task_rows``, and at least PACKED_TASKS tasks
+    wherever the rows allow it (B4 at 256x784x256 made 3 tasks of 96 rows before)."""
+    for m in (1, 7, 8, 100, 256, 1000, 1024, 4096):
+        for n in (10, 128, 256, 784, 1024):
+            rows = _gemm.packed_task_rows(m, n)
+            assert rows % _gemm.BLOCK_ROWS == 0 and rows <= max(_gemm.task_rows(n), _gemm.BLOCK_ROWS)
+            assert -(-m // rows) >= min(_gemm.PACKED_TASKS, -(-m // _gemm.BLOCK_ROWS))
+    assert _gemm.packed_task_rows(256, 784) == 32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (9, 300, 33), (70, 600, 17), (40, 5, 300)])
+def test_the_packed_layer_products_equal_the_unpacked_ones(dtype, shape, rng):
+    """F1 (bias and activation fused), B2 (with its 1/m) and B4 (with g' fused) through the packed
+    parallel functions, at shapes far below the sizes where the layer picks them: F1 and B2 give the
+    bits of the unpacked path exactly (the same sums in the same order); B4 is the outer-product form
+    over W^T there, which also gives the bits of the unpacked path where that reads W's transposed copy."""
+    from loopgrad.kernels import dense
+
+    m, n_in, n_out = shape
+    A, W = rng.standard_normal((m, n_in)).astype(dtype), rng.standard_normal((n_in, n_out)).astype(dtype)
+    b, dZ = rng.standard_normal(n_out).astype(dtype), rng.standard_normal((m, n_out)).astype(dtype)
+    relu = lg.tables.activation_code("relu")
+    Z1, A1, Z2, A2 = (np.empty((m, n_out), dtype) for _ in range(4))
+    dense._forward_packed(A, dense._panels(W), b, relu, Z1, A1)
+    dense._forward_rows(A, W, b, relu, Z2, A2, 0, m)
+    np.testing.assert_array_equal(Z1, Z2)
+    np.testing.assert_array_equal(A1, A2)
+    inv_m = np.dtype(dtype).type(1.0) / np.dtype(dtype).type(m)
+    dW1, dW2 = np.empty_like(W), np.empty_like(W)
+    dense._weight_grad_packed(A, dense._panels(dZ), dW1, inv_m)
+    dense._weight_grad_rows(A, dZ, dW2, 0, n_in, inv_m)
+    np.testing.assert_array_equal(dW1, dW2)
+    Zp = rng.standard_normal((m, n_in)).astype(dtype)
+    Ap = np.maximum(Zp, 0)
+    d1, d2 = np.empty((m, n_in), dtype), np.empty((m, n_in), dtype)
+    WT = np.ascontiguousarray(W.T)
+    dense._input_grad_packed(dZ, dense._panels(W.T), relu, Zp, Ap, d1)
+    dense._input_grad_rows(dZ, W, WT, relu, Zp, Ap, d2, 0, m)
+    np.testing.assert_array_equal(d1, d2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_layer_products_switch_to_the_packed_form_where_they_are_large(dtype, rng):
+    """``dense_backward`` at 256x512x256 (B2 and B4 take the packed form: ``packs``) and
+    ``dense_forward`` at 512x1024x512 against NumPy, within 4 eps(dtype) k max(|X| |B|),
+    and the same bits on one thread and on two."""
+    import numba
+
+    from loopgrad.kernels import dense
+
+    assert _gemm.packs(256, 256, 512, False) and _gemm.packs(512, 256, 256, False) and _gemm.packs(512, 1024, 512, True)
+    eps = np.finfo(dtype).eps
+    A, W = rng.standard_normal((256, 512)).astype(dtype), rng.standard_normal((512, 256)).astype(dtype)
+    dZ = rng.standard_normal((256, 256)).astype(dtype)
+    dA, dW, db = kernels.dense_backward(dZ, A, W)
+    assert np.abs(dA - dZ @ W.T).max() <= 4 * eps * 256 * (np.abs(dZ) @ np.abs(W.T)).max()
+    assert np.abs(dW - A.T @ dZ / 256).max() <= 4 * eps * 256 * (np.abs(A.T) @ np.abs(dZ)).max() / 256
+    A2, W2 = rng.standard_normal((512, 1024)).astype(dtype), rng.standard_normal((1024, 512)).astype(dtype)
+    b2 = rng.standard_normal(512).astype(dtype)
+    Z = kernels.dense_forward(A2, W2, b2)
+    assert np.abs(Z - (A2 @ W2 + b2)).max() <= 4 * eps * 1024 * (np.abs(A2) @ np.abs(W2) + np.abs(b2)).max()
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = kernels.dense_backward(dZ, A, W) + (kernels.dense_forward(A2, W2, b2),)
+    finally:
+        numba.set_num_threads(before)
+    for x, y in zip(one, (dA, dW, db, Z)):
+        np.testing.assert_array_equal(x, y)
+    assert dense is not None
+
+
 _AVX2_BLOCK = """
 import numpy as np
 from loopgrad import _numba

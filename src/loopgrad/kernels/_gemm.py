@@ -15,6 +15,12 @@ How the tuned forms get their speed (see the README for the figures):
 - "dot" form (``nt_rows``, B4): both operands contiguous along k, a 4 x 4 (AVX-512) or 4 x 3
   (AVX2) block of outputs in scalar accumulators that LLVM keeps in vector registers (fastmath
   reassociation splits each sum across SIMD lanes).
+- "packed" outer-product form (``nn_packed_rows``, large F1, B2 and B4): the same register block and
+  the same sums in the same order (so the same bits as ``nn_rows``), over copies of the operands laid
+  out as the block reads them: B cut into panels of two vectors' width, each panel's rows one after
+  another (``pack_panel_rows``, ``pack_panel``), and X's rows interleaved BLOCK_ROWS at a time
+  (``pack_rows``), so that both come as one stream each, from L1 and L2, as BLAS kernels have them.
+  B4 takes this form over W^T packed straight from W, with no transposed copy.
 - Row blocks of ``ROW_BLOCK`` at fixed boundaries, so each output is summed by one thread in one
   order: the same bits on 1 or 2 threads.
 """
@@ -101,6 +107,143 @@ def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
         for j in range(0, N, width):
             for i in range(i0, i1, BLOCK_ROWS):
                 _outer_rows(X, B, C, i, min(BLOCK_ROWS, i1 - i), j, min(width, N - j), k0, k1, add)
+
+
+# A product packs its operands first (``nn_packed_rows``) where it has at least PACK_MIN_COLS columns
+# of output and PACK_WORK multiply-adds (B2, B4), or PACK_WORK_F1 (F1, which reads W in place at its
+# stride at less cost than B2's column reads of A_prev and B4's dot form). Two threads, float32, time
+# unpacked / packed (rounds alternating in one process): F1 0.84 at 1024x784x128 and 0.93 at
+# 256x784x256, 1.15-1.25 at 1024^3 and 4096x1024^2; B2 1.03-1.10 at 256x784x256, 0.95-0.97 at
+# 512-1024x784x128 (4 panels of output: the packing does not pay), 1.3-1.5 at 1024^3 and up; B4
+# 1.04-1.14 at 256x784x256 and 1.4-1.6 at 1024^3 and up.
+PACK_WORK = 1 << 25
+PACK_WORK_F1 = 1 << 28
+PACK_MIN_COLS = 256
+# Rows of B per parallel task of the packing where B's rows are contiguous.
+PACK_ROWS = 16
+# Rows of B per tile of ``pack_panel`` (B's columns contiguous).
+PACK_TILE = 32
+# Panels of C per pass of ``nn_packed_rows``, and the fewest tasks a packed product is cut into.
+PASS_PANELS = 8
+PACKED_TASKS = 8
+
+
+@jit
+def packs(m, K, N, f1):
+    """Whether the product C (m, N) = X (m, K) B (K, N) takes the packed form (F1 when ``f1``, else B2 or B4)."""
+    return N >= PACK_MIN_COLS and m * K * N >= (PACK_WORK_F1 if f1 else PACK_WORK)
+
+
+@jit
+def panel_count(B):
+    """How many panels of two vectors' width ``pack_panel_rows`` cuts the columns of B (of F1, B2 or B4) into."""
+    width = 2 * VECTOR_BITS // (8 * B.itemsize)
+    return -(-B.shape[1] // width)
+
+
+@jit
+def pack_panel_rows(B, P, k0, k1):
+    """P[jb, k, c] = B[k, jb * w + c] for k0 <= k < k1, every panel jb and the columns c < w that B has
+    (w = P.shape[2], two vectors): B's rows k0..k1 cut into every panel, so that the register block
+    reads its panel as one stream from L1 instead of a row of B per k (whose K_CHUNK rows at B's
+    stride miss the TLB and, at a 4 KB stride, share L1's sets). B's rows must be contiguous (W for
+    F1, dZ for B2); each row is read once, start to end."""
+    N = B.shape[1]
+    w = P.shape[2]
+    for k in range(k0, k1):
+        row = B[k]
+        for jb in range(P.shape[0]):
+            j0 = jb * w
+            p = P[jb, k]
+            # P[jb, k, c] = B[k, j0 + c]
+            for c in range(min(w, N - j0)):
+                p[c] = row[j0 + c]
+
+
+@jit
+def pack_panel(B, P, jb):
+    """Panel jb of ``pack_panel_rows`` for a B whose columns are contiguous (W.T for B4), a tile of
+    PACK_TILE rows at a time: the tile's w columns are read along, and its rows of the panel (w x
+    PACK_TILE numbers) stay in L1 while they fill (W.T of 1024^2 float32, one thread: 0.71 ms against
+    1.78 column by column, which wrote the panel at its row stride K times over)."""
+    K, N = B.shape
+    w = P.shape[2]
+    j0 = jb * w
+    p = P[jb]
+    for k0 in range(0, K, PACK_TILE):
+        k1 = min(K, k0 + PACK_TILE)
+        for c in range(min(w, N - j0)):
+            # P[jb, k, c] = B[k, j0 + c] = W[j0 + c, k]
+            for k in range(k0, k1):
+                p[k, c] = B[k, j0 + c]
+
+
+@jit
+def pack_rows(X, T, i0, i1, k0, k1):
+    """T[rb, k - k0, r] = X[i0 + rb * R + r, k] for k0 <= k < k1 (R = BLOCK_ROWS, T.shape[2]): the rows
+    of one register block interleaved, so its R broadcasts per k come from one contiguous stream.
+    X is any layout: A_prev for F1, A_prev.T for B2 (there the R numbers of one k are contiguous)."""
+    R = T.shape[2]
+    for rb in range(-(-(i1 - i0) // R)):
+        i = i0 + rb * R
+        r_end = min(R, i1 - i)
+        t = T[rb]
+        if X.strides[1] == X.itemsize or X.shape[0] == 1:
+            for r in range(r_end):
+                x = X[i + r]
+                for k in range(k0, k1):
+                    t[k - k0, r] = x[k]
+        else:
+            for k in range(k0, k1):
+                # T[rb, k - k0, r] = X[i + r, k], the R rows read where X's column is contiguous
+                for r in range(r_end):
+                    t[k - k0, r] = X[i + r, k]
+
+
+@jit
+def nn_packed_rows(X, P, C, i0, i1):
+    """``nn_rows`` (C[i,:] = sum_k X[i,k] B[k,:] for rows i0 <= i < i1; F1, B2, B4) over packed operands: P holds
+    every panel of B (``pack_panel_rows``), and these rows of X are packed here, chunk by chunk of k
+    (``pack_rows``). The same multiply-adds in the same order as ``nn_rows`` (each chunk of k summed
+    from zero by ``outer_block``, then added to the sum so far), so the same bits; only where the
+    operands are read from differs.
+
+    Columns go by in passes of PASS_PANELS panels, every chunk of k within a pass, as BLAS kernels
+    block a product: a pass's block of C and a chunk's PASS_PANELS panels stay in L2, and one register
+    block's packed rows (BLOCK_ROWS x K_CHUNK) stay in L1 while the pass's panels go by. One thread,
+    GFLOP/s, against every column per chunk with the panel held in L1 instead: 1024^3 float32 141 ->
+    149, float64 58 -> 65; 4096x1024x1024 float32 132 -> 145 (min of 15)."""
+    K = X.shape[1]
+    N = C.shape[1]
+    w = P.shape[2]
+    count, length = k_chunking(K)
+    n_blocks = -(-(i1 - i0) // BLOCK_ROWS)
+    T = np.empty((count, n_blocks, length, BLOCK_ROWS), C.dtype)
+    for q in range(count):
+        pack_rows(X, T[q], i0, i1, q * length, min(K, (q + 1) * length))
+    for jc in range(0, P.shape[0], PASS_PANELS):
+        for q in range(count):
+            k0 = q * length
+            k1 = min(K, k0 + length)
+            add = q > 0
+            for rb in range(n_blocks):
+                i = i0 + rb * BLOCK_ROWS
+                rows = T[q, rb].T
+                for jb in range(jc, min(P.shape[0], jc + PASS_PANELS)):
+                    j = jb * w
+                    _outer_rows(rows, P[jb, k0:k1], C[i:, j:], 0, min(BLOCK_ROWS, i1 - i), 0, min(w, N - j),
+                                0, k1 - k0, add)
+
+
+@jit
+def packed_task_rows(m, n_cols):
+    """Rows of C per parallel task of ``nn_packed_rows`` (F1, B2, B4): ``task_rows``, or fewer (a multiple of
+    BLOCK_ROWS) where the m rows would make fewer than PACKED_TASKS tasks, so that two threads get even
+    shares (B4 at 256x784x256 made 3 tasks of 96 rows). Fixed by the shape; the bits do not depend on it."""
+    rows = task_rows(n_cols)
+    if -(-m // rows) >= PACKED_TASKS:
+        return rows
+    return BLOCK_ROWS * max(1, -(-m // BLOCK_ROWS) // PACKED_TASKS)
 
 
 # Rows of B (or of A_prev, read as A_prev.T) whose length in bytes is a multiple of this all map to
