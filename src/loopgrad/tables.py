@@ -48,9 +48,29 @@ B4_TRANSPOSED_ROWS = 512
 B4_TRANSPOSED_MAX_BYTES = 1 << 20
 
 
+# A product packs its operands first (``kernels._gemm.nn_packed_rows``) where it has at least
+# PACK_MIN_COLS columns of output and PACK_WORK multiply-adds (B2, B4), or PACK_WORK_F1 (F1, which
+# reads W in place at its stride at less cost than B2's column reads of A_prev and B4's dot form). Two
+# threads, float32, time unpacked / packed (rounds alternating in one process): F1 0.84 at
+# 1024x784x128 and 0.93 at 256x784x256, 1.15-1.25 at 1024^3 and 4096x1024^2; B2 1.03-1.10 at
+# 256x784x256, 0.95-0.97 at 512-1024x784x128 (4 panels of output: the packing does not pay), 1.3-1.5
+# at 1024^3 and up; B4 1.04-1.14 at 256x784x256 and 1.4-1.6 at 1024^3 and up.
+PACK_WORK = 1 << 25
+PACK_WORK_F1 = 1 << 28
+PACK_MIN_COLS = 256
+
+
+def packs(m, K, N, f1):
+    """Whether the product C (m, N) = X (m, K) B (K, N) takes the packed form (F1 when ``f1``, else B2 or B4)."""
+    return N >= PACK_MIN_COLS and m * K * N >= (PACK_WORK_F1 if f1 else PACK_WORK)
+
+
 def b4_transposed(n_in, n_out, itemsize, rows):
     """Whether B4 of a layer with W (``n_in``, ``n_out``), in batches of up to ``rows`` examples, reads W^T
-    (a copy) rather than W as stored."""
+    (a copy) rather than W as stored. Not where B4 packs its operands (``packs``): it then packs W^T's
+    panels straight from W, and a copy would be made for nothing."""
+    if packs(rows, n_out, n_in, False):
+        return False
     if n_out * itemsize <= B4_TRANSPOSED_BYTES:
         return True
     return rows >= B4_TRANSPOSED_ROWS and n_in * n_out * itemsize <= B4_TRANSPOSED_MAX_BYTES

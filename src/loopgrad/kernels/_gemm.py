@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import layout
 from .._numba import BLOCK_ROWS, VECTOR_BITS, WIDE_VECTORS, jit, outer_block
+from .. import tables
 from ..tables import K_CHUNK  # noqa: F401  (the chunk rule's bound; re-exported for the tests)
 
 # Rows of an output that one parallel task owns. Fixed, so each output element is summed by one
@@ -109,16 +110,6 @@ def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
                 _outer_rows(X, B, C, i, min(BLOCK_ROWS, i1 - i), j, min(width, N - j), k0, k1, add)
 
 
-# A product packs its operands first (``nn_packed_rows``) where it has at least PACK_MIN_COLS columns
-# of output and PACK_WORK multiply-adds (B2, B4), or PACK_WORK_F1 (F1, which reads W in place at its
-# stride at less cost than B2's column reads of A_prev and B4's dot form). Two threads, float32, time
-# unpacked / packed (rounds alternating in one process): F1 0.84 at 1024x784x128 and 0.93 at
-# 256x784x256, 1.15-1.25 at 1024^3 and 4096x1024^2; B2 1.03-1.10 at 256x784x256, 0.95-0.97 at
-# 512-1024x784x128 (4 panels of output: the packing does not pay), 1.3-1.5 at 1024^3 and up; B4
-# 1.04-1.14 at 256x784x256 and 1.4-1.6 at 1024^3 and up.
-PACK_WORK = 1 << 25
-PACK_WORK_F1 = 1 << 28
-PACK_MIN_COLS = 256
 # Rows of B per parallel task of the packing where B's rows are contiguous.
 PACK_ROWS = 16
 # Panels of C per pass of ``nn_packed_rows``, and the fewest tasks a packed product is cut into.
@@ -126,17 +117,17 @@ PASS_PANELS = 8
 PACKED_TASKS = 8
 
 
-@jit
-def packs(m, K, N, f1):
-    """Whether the product C (m, N) = X (m, K) B (K, N) takes the packed form (F1 when ``f1``, else B2 or B4)."""
-    return N >= PACK_MIN_COLS and m * K * N >= (PACK_WORK_F1 if f1 else PACK_WORK)
+# Whether a product takes the packed form: the rule of ``tables`` (which ``b4_transposed`` also reads),
+# compiled for the layer functions that choose by it.
+packs = jit(tables.packs)
 
 
 @jit
-def panel_count(B):
-    """How many panels of two vectors' width ``pack_panel_rows`` cuts the columns of B (of F1, B2 or B4) into."""
+def panel_shape(B):
+    """The shape of every panel of B (of F1, B2 or B4) that ``pack_panel_rows`` fills: (panels, rows of B,
+    two vectors' width)."""
     width = 2 * VECTOR_BITS // (8 * B.itemsize)
-    return -(-B.shape[1] // width)
+    return -(-B.shape[1] // width), B.shape[0], width
 
 
 @jit

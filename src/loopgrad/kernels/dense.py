@@ -11,9 +11,9 @@ import numpy as np
 
 from .. import _checks
 from ..tables import b4_transposed
-from .._numba import FIRST, OVERWRITE, VECTOR_BITS, jit, prange, refuse_in_forked_child
+from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
 from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, nn_packed_rows, nn_rows, nt_rows, pack_panel, pack_panel_rows,
-                    packed_task_rows, packs, panel_count, task_rows, unaliased)
+                    packed_task_rows, packs, panel_shape, task_rows, unaliased)
 from .activations import _act_rows_backward, _act_rows_forward
 
 
@@ -61,7 +61,7 @@ def _panels(B):
     """Every panel of B (``pack_panel_rows``), packed on the pool: the operand the packed products read.
     By blocks of PACK_ROWS rows where B's rows are contiguous (1024^2 float32 on two threads: 184 us
     against 296 by panels, which read B's rows at their stride), else by panels."""
-    P = np.empty((panel_count(B), B.shape[0], 2 * VECTOR_BITS // (8 * B.itemsize)), B.dtype)
+    P = np.empty(panel_shape(B), B.dtype)
     _pack_panels(B, P)
     return P
 
@@ -220,8 +220,8 @@ def _input_grad_act_into(dZ, W, WT, code, Z_prev, A_prev, dZ_prev):
     if m * n_out * W.shape[0] < SERIAL_WORK:
         _input_grad_rows(dZ, W, WT, code, Z_prev, A_prev, dZ_prev, FIRST, m)
     elif packs(m, n_out, W.shape[0], False):
-        # the outer-product form over W^T, its panels packed from W's rows (or from the copy, where there is one)
-        _input_grad_packed(dZ, _panels(WT if WT.shape[0] > 0 else W.T), code, Z_prev, A_prev, dZ_prev)
+        # the outer-product form over W^T, its panels packed straight from W (``b4_transposed`` makes no copy here)
+        _input_grad_packed(dZ, _panels(W.T), code, Z_prev, A_prev, dZ_prev)
     else:
         _input_grad_blocks(dZ, W, WT, code, Z_prev, A_prev, dZ_prev)
 
