@@ -156,6 +156,39 @@ def test_params_are_views_into_one_block():
     assert [W.shape for W, _ in m.params] == [(3, 4), (4, 2)]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_views_are_the_slices_of_the_layout(dtype):
+    # compiled code builds layout's views directly (``_numba.flat_view``), with no check of its own:
+    # each must be the NumPy slice of the same block (whose reshape would raise if it ran past the end)
+    from loopgrad import _numba  # noqa: F401  (compiles layout's views)
+
+    model = lg.MLP([784, 100, 10, 3], dtype=dtype)
+    opt = lg.SGD(0.1)
+    opt.start(1000, 40)
+    net, buf, _ = model.training_buffers(40, opt)
+    L = net.layers.shape[0]
+
+    def same(compiled, plain):
+        assert compiled.dtype == plain.dtype and compiled.shape == plain.shape and compiled.strides == plain.strides
+        assert compiled.ctypes.data == plain.ctypes.data and compiled.flags.c_contiguous
+
+    for m in (1, 17, 40):
+        for l in range(L + 1):
+            for name in ("z", "a", "dz") if l > 0 else ("a",):
+                fn = getattr(layout, name)
+                same(fn(buf, l, m), fn.py_func(buf, l, m))
+        same(layout.targets(buf, m), layout.targets.py_func(buf, m))
+    for l in range(2, L + 1):
+        same(layout.wt(buf, l), layout.wt.py_func(buf, l))
+    same(layout.partials(buf), layout.partials.py_func(buf))
+    for l in range(L):
+        for compiled, plain in zip(layout.params(net.theta, net.layers, l), layout.params.py_func(net.theta, net.layers, l)):
+            same(compiled, plain)
+    from loopgrad._numba import rows_flat
+    Z = layout.z(buf, 1, 40)
+    same(rows_flat(Z, 3, 9), Z[3:9].reshape(-1))
+
+
 def test_weight_decay_does_not_touch_biases(rng):
     m = lg.MLP([3, 2], output="identity")
     m.params[0][1][...] = 1.0
