@@ -191,6 +191,23 @@ def test_the_packed_product_gives_the_bits_of_the_outer_product_form(m, k, n, dt
     np.testing.assert_array_equal(packed, plain)
 
 
+@given(k=st.integers(1, 100), n=st.integers(1, 100), dtype=st.sampled_from(["float32", "float64"]),
+       layout=st.sampled_from(["C", "F", "strided"]), seed=st.integers(0, 2**16))
+def test_panels_hold_the_operand_panel_by_panel(k, n, dtype, layout, seed):
+    """``dense._panels(B)``: panel jb holds B's columns jb w .. jb w + w - 1, row by row, whatever B's layout
+    (an 'F' operand, as B4's W.T, goes by register tiles, ``transpose_tile``, and its edges number by
+    number; k and n run past whole tiles, up to several)."""
+    from loopgrad.kernels import dense
+
+    B = _operand(np.random.default_rng(seed), k, n, dtype, layout)
+    P = dense._panels(B)
+    w = P.shape[2]
+    assert P.shape == (-(-n // w), k, w)
+    for jb in range(P.shape[0]):
+        cols = min(w, n - jb * w)
+        np.testing.assert_array_equal(P[jb, :, :cols], B[:, jb * w:jb * w + cols])
+
+
 def test_a_packed_product_is_cut_into_enough_tasks_for_two_threads():
     """``packed_task_rows``: whole register blocks, at most ``task_rows``, and at least PACKED_TASKS tasks
     wherever the rows allow it (B4 at 256x784x256 made 3 tasks of 96 rows before)."""

@@ -533,6 +533,72 @@ def _outer_block_intrinsic():
 outer_block = _outer_block_intrinsic()
 
 
+def _transpose_tile_intrinsic():
+    """``transpose_tile(S, D, r0, c0, dr0, dc0)``: D[dr0 + c, dc0 + r] = S[r0 + r, c0 + c] for r, c < w, w the
+    numbers in one vector (VECTOR_BITS / the dtype's bits: 16 float32 or 8 float64 on AVX-512). S's and D's
+    rows must be contiguous (the caller sees to it); their row strides are read.
+
+    The w x w tile is loaded as w row vectors and transposed in registers by log2(w) rounds of a perfect
+    shuffle: each round pairs row i with row i + w/2 and interleaves them, the first halves into row 2i and
+    the second halves into row 2i + 1; after log2(w) rounds row j holds column j. That is w log2(w)
+    two-vector shuffles per w^2 numbers, where a plain loop moves each number by itself (it packs B4's
+    panels of W^T, a transpose of all of W, every backward pass). With the JIT off, NumPy moves the tile."""
+    if config.DISABLE_JIT:
+        def transpose_tile(S, D, r0, c0, dr0, dc0):
+            w = VECTOR_BITS // (8 * S.itemsize)
+            D[dr0:dr0 + w, dc0:dc0 + w] = S[r0:r0 + w, c0:c0 + w].T
+        return transpose_tile
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.core.extending import intrinsic
+
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    i8p = ir.IntType(8).as_pointer()
+
+    @intrinsic
+    def transpose_tile(typingctx, S, D, r0, c0, dr0, dc0):
+        if not all(isinstance(a, types.Array) and a.ndim == 2 for a in (S, D)) or S.dtype != D.dtype:
+            return None
+        if D.dtype not in (types.float32, types.float64):
+            return None
+
+        def codegen(context, builder, sig, args):
+            s_, d_, r0_, c0_, dr0_, dc0_ = args
+            r0_, c0_, dr0_, dc0_ = [context.cast(builder, v, t, types.int64) for v, t in zip(args[2:], sig.args[2:])]
+            bits = D.dtype.bitwidth
+            size = bits // 8
+            w = VECTOR_BITS // bits
+            fty = context.get_value_type(D.dtype)
+            vty = ir.VectorType(fty, w)
+
+            def row_pointer(aty, value, r, c):
+                a = context.make_array(aty)(context, builder, value)
+                stride = cgutils.unpack_tuple(builder, a.strides, 2)[0]
+                offset = builder.add(builder.mul(r, stride), builder.mul(c, ir.Constant(i64, size)))
+                return builder.bitcast(builder.gep(builder.bitcast(a.data, i8p), [offset]), vty.as_pointer())
+
+            rows = [builder.load(row_pointer(S, s_, builder.add(r0_, ir.Constant(i64, r)), c0_), align=size)
+                    for r in range(w)]
+            half = w // 2
+            lo = ir.Constant(ir.VectorType(i32, w), [x for p in range(half) for x in (p, p + w)])
+            hi = ir.Constant(ir.VectorType(i32, w), [x for p in range(half, w) for x in (p, p + w)])
+            for _ in range(w.bit_length() - 1):
+                shuffled = []
+                for i in range(half):
+                    shuffled += [builder.shuffle_vector(rows[i], rows[i + half], lo),
+                                 builder.shuffle_vector(rows[i], rows[i + half], hi)]
+                rows = shuffled
+            for c in range(w):
+                builder.store(rows[c], row_pointer(D, d_, builder.add(dr0_, ir.Constant(i64, c)), dc0_), align=size)
+            return context.get_dummy_value()
+        return types.void(S, D, r0, c0, dr0, dc0), codegen
+
+    return transpose_tile
+
+
+transpose_tile = _transpose_tile_intrinsic()
+
+
 def _compile_layout():
     """Compile ``layout``'s views for compiled code in place (they are plain functions until now, so
     that ``layout`` imports without numba)."""
