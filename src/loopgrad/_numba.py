@@ -346,7 +346,7 @@ def rows_flat(A, i0, i1):
 
 
 def _overload_views():
-    """Compiled ``rows_flat`` and ``layout.view``, through ``flat_view``."""
+    """Compiled ``rows_flat`` and ``layout.block_view``, through ``flat_view``."""
     if config.DISABLE_JIT:
         return
     from numba.extending import overload
@@ -359,11 +359,11 @@ def _overload_views():
             return lambda A, i0, i1: flat_view(A, i0 * A.shape[1], ((i1 - i0) * A.shape[1],))
         return lambda A, i0, i1: A[0, 0:0]
 
-    @overload(layout.view)
+    @overload(layout.block_view)
     def _view(flat, offset, shape):
         if flat.layout == "C":
             return lambda flat, offset, shape: flat_view(flat, offset, shape)
-        return None
+        return None  # numba's reshape refuses a block not known to be contiguous, as before
 
 
 _overload_views()

@@ -202,7 +202,7 @@ def load_batch(buf, X, Y=None, weights=None, m=None):
 # a few seconds of a cold compile. Inlining them at numba's IR level was measured on the textbook
 # epoch only (18.5 -> 15 s to compile), not on the tuned path: an open lead for cold starts.
 
-def view(flat, offset, shape):
+def block_view(flat, offset, shape):
     """The numbers ``flat[offset:offset + prod(shape)]`` of a 1-D block as an array of ``shape`` (C order).
     Compiled code builds the view directly (``_numba.flat_view``): numba's ``reshape`` costs a runtime
     call per view."""
@@ -215,7 +215,7 @@ def view(flat, offset, shape):
 def params(theta, layers, l):
     """(W, b) of layer ``l + 1`` (row ``l`` of ``layers``) as views into ``theta``."""
     n_in, n_out, w_off, b_off = layers[l, N_IN], layers[l, N_OUT], layers[l, W_OFF], layers[l, B_OFF]
-    return view(theta, w_off, (n_in, n_out)), theta[b_off:b_off + n_out]
+    return block_view(theta, w_off, (n_in, n_out)), theta[b_off:b_off + n_out]
 
 
 def param_rows(layers, l, j0, j1):
@@ -227,7 +227,7 @@ def param_rows(layers, l, j0, j1):
 
 def _slot(buf, l, col, m):
     n = buf.slots[l, WIDTH]
-    return view(buf.work, buf.slots[l, col], (m, n))
+    return block_view(buf.work, buf.slots[l, col], (m, n))
 
 
 def z(buf, l, m):
@@ -250,8 +250,8 @@ def wt(buf, l):
     (``tables.b4_transposed``); (0, n_{l-1}) where B4 reads W[l] as stored."""
     n, n_prev, o = buf.slots[l, WIDTH], buf.slots[l - 1, WIDTH], buf.slots[l, WT_OFF]
     if o < 0:
-        return view(buf.work, 0, (0, n_prev))
-    return view(buf.work, o, (n, n_prev))
+        return block_view(buf.work, 0, (0, n_prev))
+    return block_view(buf.work, o, (n, n_prev))
 
 
 def partials(buf):
@@ -259,16 +259,16 @@ def partials(buf):
     chunk q of the sum over k; the first m rows of each serve a batch of m. (0, 0, n_1) when there is no room."""
     n, o = buf.slots[1, WIDTH], buf.slots[1, PART_OFF]
     if o < 0:
-        return view(buf.work, 0, (0, 0, n))
+        return block_view(buf.work, 0, (0, 0, n))
     cap = min(buf.rows, ROW_PASS_ROWS)
     q = k_chunks(buf.slots[0, WIDTH]) - 1
-    return view(buf.work, o, (q, cap, n))
+    return block_view(buf.work, o, (q, cap, n))
 
 
 def targets(buf, m):
     """Y (m, n_L) of the batch."""
     n = buf.slots[buf.slots.shape[0] - 1, WIDTH]
-    return view(buf.y, 0, (m, n))
+    return block_view(buf.y, 0, (m, n))
 
 
 # (``k_chunks`` is the rule of ``tables``, compiled here with the views that read it)
