@@ -208,24 +208,75 @@ def test_panels_hold_the_operand_panel_by_panel(k, n, dtype, layout, seed):
         np.testing.assert_array_equal(P[jb, :, :cols], B[:, jb * w:jb * w + cols])
 
 
-def test_a_packed_product_is_cut_into_enough_tasks_for_two_threads():
-    """``packed_task_rows``: whole register blocks, at most ``task_rows``, and at least PACKED_TASKS tasks
-    wherever the rows allow it (B4 at 256x784x256 made 3 tasks of 96 rows before)."""
-    for m in (1, 7, 8, 100, 256, 1000, 1024, 4096):
-        for n in (10, 128, 256, 784, 1024):
-            rows = _gemm.packed_task_rows(m, n)
-            assert rows % _gemm.BLOCK_ROWS == 0 and rows <= max(_gemm.task_rows(n), _gemm.BLOCK_ROWS)
-            assert -(-m // rows) >= min(_gemm.PACKED_TASKS, -(-m // _gemm.BLOCK_ROWS))
-    assert _gemm.packed_task_rows(256, 784) == 32
+def test_a_packed_product_is_cut_into_tasks_of_at_most_2_mb_of_output_in_a_multiple_of_the_threads():
+    """``packed_task_rows``: never under BLOCK_ROWS rows; a task's block of C within PACKED_TASK_BYTES wherever
+    BLOCK_ROWS rows allow it; a count of tasks that is a multiple of the pool's threads, as few as those
+    rules allow (whatever the count, the bits are the same: the test of the packed layer products
+    below runs on one thread and two)."""
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            for m in (1, 7, 8, 100, 256, 1000, 1024, 4096):
+                for n in (10, 128, 256, 784, 1024, 70000):
+                    for itemsize in (4, 8):
+                        rows = _gemm.packed_task_rows(m, n, itemsize)
+                        tasks = -(-m // rows)
+                        assert rows >= _gemm.BLOCK_ROWS
+                        assert rows * n * itemsize <= _gemm.PACKED_TASK_BYTES or rows == _gemm.BLOCK_ROWS
+                        # as few tasks as the rules allow: a multiple of the threads fewer would break the cap
+                        fewer = tasks - threads
+                        assert fewer < 1 or -(-m // fewer) * n * itemsize > _gemm.PACKED_TASK_BYTES or tasks <= threads
+        numba.set_num_threads(before)
+        if before == 2:
+            assert _gemm.packed_task_rows(1024, 1024, 4) == 512 and _gemm.packed_task_rows(4096, 1024, 4) == 512
+            assert _gemm.packed_task_rows(1024, 1024, 8) == 256 and _gemm.packed_task_rows(256, 784, 4) == 128
+    finally:
+        numba.set_num_threads(before)
 
 
+def test_a_task_is_cut_into_register_blocks_of_nearly_equal_rows():
+    """``row_blocks``: the blocks tile the n rows in order, none over PACKED_ROWS, and their rows differ by
+    at most one, so none is left with a few rows where n allows a full one (32 rows: 11 + 11 + 10)."""
+    assert _gemm.row_blocks(0) == (0, 0, 0)
+    for n in range(1, 400):
+        count, rows, extra = _gemm.row_blocks(n)
+        sizes = [rows + 1 if rb < extra else rows for rb in range(count)]
+        assert sum(sizes) == n and max(sizes) <= _gemm.PACKED_ROWS and max(sizes) - min(sizes) <= 1
+        assert count == -(-n // _gemm.PACKED_ROWS)
+        starts = [rb * rows + min(rb, extra) for rb in range(count)]
+        assert starts == [sum(sizes[:rb]) for rb in range(count)]
+    if _gemm.PACKED_ROWS == 14:
+        assert _gemm.row_blocks(32) == (3, 10, 2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("shape", [(1, 1, 1), (9, 300, 33), (70, 600, 17), (40, 5, 300)])
-def test_the_packed_layer_products_equal_the_unpacked_ones(dtype, shape, rng):
+@pytest.mark.parametrize("shape", [(1, 1, 1), (9, 300, 33), (70, 600, 17), (40, 5, 300), (300, 40, 70)])
+def test_the_packed_layer_products_equal_the_unpacked_ones(dtype, shape, threads, rng):
     """F1 (bias and activation fused), B2 (with its 1/m) and B4 (with g' fused) through the packed
     parallel functions, at shapes far below the sizes where the layer picks them: F1 and B2 give the
     bits of the unpacked path exactly (the same sums in the same order); B4 is the outer-product form
-    over W^T there, which also gives the bits of the unpacked path where that reads W's transposed copy."""
+    over W^T there, which also gives the bits of the unpacked path where that reads W's transposed copy.
+    On one thread and on two, whose tasks (``packed_task_rows``) and register blocks cut the rows
+    differently."""
+    import numba
+
+    from loopgrad.kernels import dense
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"the pool has {numba.config.NUMBA_NUM_THREADS} thread(s)")
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        _packed_layer_products_equal_the_unpacked_ones(dtype, shape, rng)
+    finally:
+        numba.set_num_threads(before)
+
+
+def _packed_layer_products_equal_the_unpacked_ones(dtype, shape, rng):
     from loopgrad.kernels import dense
 
     m, n_in, n_out = shape

@@ -194,6 +194,44 @@ def jit(fn=None, *, parallel=False, inline=False, exact=False):
     return compile_ if fn is None else compile_(fn)
 
 
+
+def _pool_threads():
+    """``pool_threads()``: the threads a parallel region of the calling thread runs on (numba's
+    ``get_num_threads``: NUMBA_NUM_THREADS or ``numba.set_num_threads``), callable from compiled code; 1 in
+    the serial ahead-of-time build. Only for choices that leave the bits alone: how big a packed product's
+    tasks are, never what any output sums.
+
+    An intrinsic that calls the threading layer's ``get_num_threads`` by its symbol (registered when the
+    pool starts, above), because numba's own overload reaches it through a ctypes pointer, a dynamic
+    global that keeps every kernel calling it out of the disk cache."""
+    if config.DISABLE_JIT:
+        from numba import get_num_threads
+
+        return get_num_threads
+    if AOT_BUILD:
+        @jit
+        def pool_threads():
+            return 1
+        return pool_threads
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.core.extending import intrinsic
+
+    @intrinsic
+    def _get_num_threads(typingctx):
+        def codegen(context, builder, sig, args):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "get_num_threads")
+            return builder.sext(builder.call(fn, []), ir.IntType(64))
+        return types.int64(), codegen
+
+    @jit
+    def pool_threads():
+        return _get_num_threads()
+    return pool_threads
+
+
+pool_threads = _pool_threads()
+
 def _bit_intrinsics():
     """float32 <-> int32 reinterpretation of the same 32 bits (a log's exponent and mantissa), and an
     int32 shift converted to float32, as numba intrinsics in 32-bit lanes that LLVM vectorises
@@ -391,22 +429,31 @@ def _wide_vector_registers():
 WIDE_VECTORS = _wide_vector_registers()
 VECTOR_BITS = 512 if WIDE_VECTORS else 256
 BLOCK_ROWS = 8 if WIDE_VECTORS else 6
+# The taller block of the packed products (``_gemm.nn_packed_rows``), whose panel of B comes from L2: each
+# k reads the panel's two vectors once for PACKED_ROWS x 2 multiply-adds, so more rows read fewer panel
+# bytes per multiply-add. On AVX-512, 14 rows: 28 accumulators + 2 vectors of B + 1 broadcast = 31 of the
+# 32 registers. One thread on the Xeon, the packed loops alone, GFLOP/s at 8 / 12 / 14 rows: 1024^3 float32
+# 121-124 / 133-141 / 136-150, float64 57-59 / 60-64 / 65-68, 1024x4096x1024 float32 117-122 / 126-131 /
+# 131-133 (OpenBLAS's whole sgemm 137, dgemm 66). (In the unpacked products, where B's rows come at their
+# stride, 12 and 14 rows did not pay.) AVX2 has no room beyond BLOCK_ROWS.
+PACKED_ROWS = 14 if WIDE_VECTORS else BLOCK_ROWS
+MAX_BLOCK_ROWS = 14
 
 
 def _outer_block_intrinsic():
     """``outer_block(X, B, C, i, j, cols, k0, k1, add, R)``: the register block of the matrix product
     C[i + r, j:j + cols] (+)= sum_{k0 <= k < k1} X[i + r, k] * B[k, j:j + cols] for r < R, with
     1 <= cols <= 2 w, w = VECTOR_BITS / the dtype's bits (8 float32, 4 float64 on AVX2), R in
-    1..8 a constant (BLOCK_ROWS in the tuned products).
+    1..MAX_BLOCK_ROWS a constant (BLOCK_ROWS in the unpacked products, up to PACKED_ROWS in the packed ones).
     B's and C's rows are read and written as whole vectors: the caller sees that they are contiguous.
 
     Written in LLVM vector IR because numba's loops leave the block to LLVM's vectorisers, which on
     AVX2 spill the 4 x 4 axpy form's 16 broadcasts and 4 rows of C out of 16 registers. Here the
     R x 2 accumulators, two vectors of B's row k and one broadcast of X[i + r, k] take at most 15
-    registers, and each k costs one multiply-add per accumulator. A block of at most w columns keeps
-    one vector per row; where ``cols`` ends inside a vector, that vector's loads and stores are
-    masked (the 10 columns of a classifier's output layer: two vectors, the second with 2 lanes), so
-    no column is left to a scalar loop. Every element's sum runs over k in order, so the result does
+    registers on AVX2 (R = 6) and 31 on AVX-512 (R = 14), and each k costs one multiply-add per
+    accumulator. A block of at most w columns keeps one vector per row; where ``cols`` ends inside a
+    vector, that vector's loads and stores are masked (the 10 columns of a classifier's output layer:
+    two vectors, the second with 2 lanes), so no column is left to a scalar loop. Every element's sum runs over k in order, so the result does
     not depend on the thread that runs the block. ``add`` adds to C instead of overwriting it (a
     later chunk of k). With the JIT off, NumPy computes the same block.
     """
@@ -429,7 +476,7 @@ def _outer_block_intrinsic():
             return None
         if C.dtype not in (types.float32, types.float64):
             return None
-        if not isinstance(R, types.IntegerLiteral) or not 1 <= R.literal_value <= 8:
+        if not isinstance(R, types.IntegerLiteral) or not 1 <= R.literal_value <= MAX_BLOCK_ROWS:
             return None
         if not isinstance(add, types.Boolean):
             return None

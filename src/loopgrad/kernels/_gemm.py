@@ -18,8 +18,10 @@ How the tuned forms get their speed (see the README for the figures):
 - "packed" outer-product form (``nn_packed_rows``, large F1, B2 and B4): the same register block and
   the same sums in the same order (so the same bits as ``nn_rows``), over copies of the operands laid
   out as the block reads them: B cut into panels of two vectors' width, each panel's rows one after
-  another (``pack_panel_rows``, ``pack_panel``), and X's rows interleaved BLOCK_ROWS at a time
-  (``pack_rows``), so that both come as one stream each, from L1 and L2, as BLAS kernels have them.
+  another (``pack_panel_rows``, ``pack_panel``), and X's rows interleaved up to PACKED_ROWS at a time
+  (``pack_rows``), so that both come as one stream each, from L1 and L2, as BLAS kernels have them;
+  its register block is taller (14 rows on AVX-512), since each panel vector read from L2 then feeds
+  more multiply-adds.
   B4 takes this form over W^T packed straight from W, with no transposed copy.
 - Row blocks of ``ROW_BLOCK`` at fixed boundaries, so each output is summed by one thread in one
   order: the same bits on 1 or 2 threads.
@@ -27,7 +29,7 @@ How the tuned forms get their speed (see the README for the figures):
 import numpy as np
 
 from .. import layout
-from .._numba import BLOCK_ROWS, VECTOR_BITS, WIDE_VECTORS, jit, outer_block, transpose_tile
+from .._numba import BLOCK_ROWS, PACKED_ROWS, VECTOR_BITS, WIDE_VECTORS, jit, outer_block, pool_threads, transpose_tile
 from .. import tables
 from ..tables import K_CHUNK  # noqa: F401  (the chunk rule's bound; re-exported for the tests)
 
@@ -112,9 +114,10 @@ def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
 
 # Rows of B per parallel task of the packing where B's rows are contiguous.
 PACK_ROWS = 16
-# Panels of C per pass of ``nn_packed_rows``, and the fewest tasks a packed product is cut into.
+# Panels of C per pass of ``nn_packed_rows``.
 PASS_PANELS = 8
-PACKED_TASKS = 8
+# The most bytes of C one task of a packed product owns (``packed_task_rows``).
+PACKED_TASK_BYTES = 1 << 21
 
 
 # Whether a product takes the packed form: the rule of ``tables`` (which ``b4_transposed`` also reads),
@@ -177,25 +180,63 @@ def pack_panel(B, P, jb):
 
 
 @jit
+def row_blocks(n):
+    """How ``nn_packed_rows`` cuts n rows into register blocks: (count, rows, extra), count = ceil(n /
+    PACKED_ROWS) blocks, the first ``extra`` of rows + 1 rows and the others of ``rows``, so that no block
+    is left with a few rows (a block costs one pass over the panels whatever its rows: 32 rows go as 11 +
+    11 + 10, not 14 + 14 + 4). Block rb starts at rb * rows + min(rb, extra)."""
+    if n <= 0:
+        return 0, 0, 0
+    count = -(-n // PACKED_ROWS)
+    return count, n // count, n % count
+
+
+@jit
 def pack_rows(X, T, i0, i1, k0, k1):
-    """T[rb, k - k0, r] = X[i0 + rb * R + r, k] for k0 <= k < k1 (R = BLOCK_ROWS, T.shape[2]): the rows
-    of one register block interleaved, so its R broadcasts per k come from one contiguous stream.
-    X is any layout: A_prev for F1, A_prev.T for B2 (there the R numbers of one k are contiguous)."""
-    R = T.shape[2]
-    for rb in range(-(-(i1 - i0) // R)):
-        i = i0 + rb * R
-        r_end = min(R, i1 - i)
-        t = T[rb]
-        if X.strides[1] == X.itemsize or X.shape[0] == 1:
-            for r in range(r_end):
+    """T[rb, k - k0, r] = X[i0 + s + r, k] for k0 <= k < k1, block rb of ``row_blocks(i1 - i0)`` starting s
+    rows after i0 and r below its rows: the rows of one register block interleaved, so that its
+    broadcasts per k come from one contiguous stream (T.shape[2] = PACKED_ROWS; a shorter block leaves
+    the rest unread). X is any layout: A_prev for F1, A_prev.T for B2 (there the numbers of one k are
+    contiguous)."""
+    count, rows, extra = row_blocks(i1 - i0)
+    if X.strides[1] == X.itemsize or X.shape[0] == 1:
+        for rb in range(count):
+            i = i0 + rb * rows + min(rb, extra)
+            t = T[rb]
+            for r in range(rows + 1 if rb < extra else rows):
                 x = X[i + r]
                 for k in range(k0, k1):
                     t[k - k0, r] = x[k]
-        else:
-            for k in range(k0, k1):
-                # T[rb, k - k0, r] = X[i + r, k], the R rows read where X's column is contiguous
-                for r in range(r_end):
-                    t[k - k0, r] = X[i + r, k]
+    else:
+        # k outermost: X's column k (a row of A_prev, for B2) is read once for all the blocks, rather than once
+        # per block, each time on another page (B2 at 4096x1024x1024, one thread: 7 ms of packing -> 4.3)
+        for k in range(k0, k1):
+            for rb in range(count):
+                i = i0 + rb * rows + min(rb, extra)
+                t = T[rb, k - k0]
+                # T[rb, k - k0, r] = X[i + r, k]
+                for r in range(rows + 1 if rb < extra else rows):
+                    t[r] = X[i + r, k]
+
+
+@jit
+def _packed_block(X, B, C, r, cols, k1, add):
+    # the register block of the packed product: C[:r, :cols] (+)= X[:r, :k1] B[:k1, :cols], r a constant
+    # per specialisation. ``row_blocks`` makes r >= PACKED_ROWS / 2 wherever a task has that many rows.
+    if r >= 14:
+        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 14)
+    elif r == 13:
+        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 13)
+    elif r == 12:
+        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 12)
+    elif r == 11:
+        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 11)
+    elif r == 10:
+        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 10)
+    elif r == 9:
+        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 9)
+    else:
+        _outer_rows(X, B, C, 0, r, 0, cols, 0, k1, add)
 
 
 @jit
@@ -204,44 +245,53 @@ def nn_packed_rows(X, P, C, i0, i1):
     every panel of B (``pack_panel_rows``), and these rows of X are packed here, chunk by chunk of k
     (``pack_rows``). The same multiply-adds in the same order as ``nn_rows`` (each chunk of k summed
     from zero by ``outer_block``, then added to the sum so far), so the same bits; only where the
-    operands are read from differs.
+    operands are read from, and how many rows a register block holds (up to PACKED_ROWS), differ.
 
-    Columns go by in passes of PASS_PANELS panels, every chunk of k within a pass, as BLAS kernels
-    block a product: a pass's block of C and a chunk's PASS_PANELS panels stay in L2, and one register
-    block's packed rows (BLOCK_ROWS x K_CHUNK) stay in L1 while the pass's panels go by. One thread,
-    GFLOP/s, against every column per chunk with the panel held in L1 instead: 1024^3 float32 141 ->
-    149, float64 58 -> 65; 4096x1024x1024 float32 132 -> 145 (min of 15)."""
+    Chunks of k outermost: a chunk's rows of X are packed (``pack_rows``) into a scratch that stays in L2 and
+    used at once, for every column of C; then the columns go by in passes of PASS_PANELS panels, as BLAS
+    kernels block a product: a pass's block of C and the chunk's PASS_PANELS panels stay in L2, and one
+    register block's packed rows (PACKED_ROWS x K_CHUNK) stay in L1 while the pass's panels go by. One
+    thread, float32, GFLOP/s of the loops over X packed beforehand, against passes outermost with every
+    chunk of X packed first: B2 at 4096x1024x1024 (X = A_prev.T 1024 x 4096, whose packed rows, 2 MB a
+    task, then came back from memory in every pass) 126-132 -> 130-136, F1 1024^3 147-150 -> 149-158;
+    and the packing of X no longer writes those 2 MB."""
     K = X.shape[1]
     N = C.shape[1]
     w = P.shape[2]
     count, length = k_chunking(K)
-    n_blocks = -(-(i1 - i0) // BLOCK_ROWS)
-    T = np.empty((count, n_blocks, length, BLOCK_ROWS), C.dtype)
+    n_blocks, rows, extra = row_blocks(i1 - i0)
+    T = np.empty((n_blocks, length, PACKED_ROWS), C.dtype)
     for q in range(count):
-        pack_rows(X, T[q], i0, i1, q * length, min(K, (q + 1) * length))
-    for jc in range(0, P.shape[0], PASS_PANELS):
-        for q in range(count):
-            k0 = q * length
-            k1 = min(K, k0 + length)
-            add = q > 0
+        k0 = q * length
+        k1 = min(K, k0 + length)
+        add = q > 0
+        pack_rows(X, T, i0, i1, k0, k1)
+        for jc in range(0, P.shape[0], PASS_PANELS):
             for rb in range(n_blocks):
-                i = i0 + rb * BLOCK_ROWS
-                rows = T[q, rb].T
+                i = i0 + rb * rows + min(rb, extra)
+                r = rows + 1 if rb < extra else rows
+                block = T[rb, :k1 - k0].T
                 for jb in range(jc, min(P.shape[0], jc + PASS_PANELS)):
                     j = jb * w
-                    _outer_rows(rows, P[jb, k0:k1], C[i:, j:], 0, min(BLOCK_ROWS, i1 - i), 0, min(w, N - j),
-                                0, k1 - k0, add)
+                    _packed_block(block, P[jb, k0:k1], C[i:, j:], r, min(w, N - j), k1 - k0, add)
 
 
 @jit
-def packed_task_rows(m, n_cols):
-    """Rows of C per parallel task of ``nn_packed_rows`` (F1, B2, B4): ``task_rows``, or fewer (a multiple of
-    BLOCK_ROWS) where the m rows would make fewer than PACKED_TASKS tasks, so that two threads get even
-    shares (B4 at 256x784x256 made 3 tasks of 96 rows). Fixed by the shape; the bits do not depend on it."""
-    rows = task_rows(n_cols)
-    if -(-m // rows) >= PACKED_TASKS:
-        return rows
-    return BLOCK_ROWS * max(1, -(-m // BLOCK_ROWS) // PACKED_TASKS)
+def packed_task_rows(m, n_cols, itemsize):
+    """Rows of C per parallel task of ``nn_packed_rows`` (F1, B2, B4): as few tasks as keep a task's block of C
+    within PACKED_TASK_BYTES, in a multiple of the pool's threads (``pool_threads``) so that each thread
+    gets an even share, and never under BLOCK_ROWS rows. Each task reads every panel of B, so fewer and
+    taller tasks read them fewer times; and a block of C of 2 MB or less, with a chunk's packed rows and
+    panels, is what one core's L2 holds. Two threads, float32, GFLOP/s of the packed loops (panels
+    packed beforehand), tasks of 128 rows against 512 (2 MB of C): B2 at 4096x1024x1024 221-228 ->
+    264-272 (NumPy 265-279); at 1024^3 250-254 -> 268-273 (NumPy 273-281).
+
+    The number of threads sets only how the rows are cut, never what an output sums (each output's sum
+    runs in one task, in one order, whatever its rows), so the bits do not depend on it."""
+    threads = max(1, pool_threads())
+    cap = max(BLOCK_ROWS, PACKED_TASK_BYTES // max(1, n_cols * itemsize))
+    tasks = -(-(-(-m // cap)) // threads) * threads
+    return max(BLOCK_ROWS, -(-m // tasks))
 
 
 # Rows of B (or of A_prev, read as A_prev.T) whose length in bytes is a multiple of this all map to

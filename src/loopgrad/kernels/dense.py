@@ -69,7 +69,7 @@ def _panels(B):
 @jit(parallel=True)
 def _forward_packed(A_prev, P, b, code, Z, A):
     m = A_prev.shape[0]
-    rows = packed_task_rows(m, Z.shape[1])
+    rows = packed_task_rows(m, Z.shape[1], Z.itemsize)
     for blk in prange((m + rows - 1) // rows):
         i0, i1 = blk * rows, min(m, (blk + 1) * rows)
         # sum_k A_prev[i,k] * W[k,j] over packed panels of W and of these rows of A_prev
@@ -121,7 +121,7 @@ def _weight_grad_blocks(A_prev, dZ, dW, inv_m):
 @jit(parallel=True)
 def _weight_grad_packed(A_prev, P, dW, inv_m):
     n_in = dW.shape[0]
-    rows = packed_task_rows(n_in, dW.shape[1])
+    rows = packed_task_rows(n_in, dW.shape[1], dW.itemsize)
     for blk in prange((n_in + rows - 1) // rows):
         j0, j1 = blk * rows, min(n_in, (blk + 1) * rows)
         # sum_i A_prev.T[j,i] * dZ[i,k] over packed panels of dZ and of these columns of A_prev
@@ -200,7 +200,7 @@ def _input_grad_blocks(dZ, W, WT, code, Z_prev, A_prev, dZ_prev):
 @jit(parallel=True)
 def _input_grad_packed(dZ, P, code, Z_prev, A_prev, dZ_prev):
     m = dZ.shape[0]
-    rows = packed_task_rows(m, dZ_prev.shape[1])
+    rows = packed_task_rows(m, dZ_prev.shape[1], dZ_prev.itemsize)
     for blk in prange((m + rows - 1) // rows):
         i0, i1 = blk * rows, min(m, (blk + 1) * rows)
         # sum_q dZ[i,q] * W^T[q,p] over packed panels of W^T and of these rows of dZ
