@@ -208,11 +208,12 @@ def test_panels_hold_the_operand_panel_by_panel(k, n, dtype, layout, seed):
         np.testing.assert_array_equal(P[jb, :, :cols], B[:, jb * w:jb * w + cols])
 
 
-def test_a_packed_product_is_cut_into_tasks_of_at_most_2_mb_of_output_in_a_multiple_of_the_threads():
+def test_products_are_cut_into_tasks_of_bounded_size_in_a_multiple_of_the_threads():
     """``packed_task_rows``: never under BLOCK_ROWS rows; a task's block of C within PACKED_TASK_BYTES wherever
     BLOCK_ROWS rows allow it; a count of tasks that is a multiple of the pool's threads, as few as those
-    rules allow (whatever the count, the bits are the same: the test of the packed layer products
-    below runs on one thread and two)."""
+    rules allow. ``task_rows`` (unpacked): at most TASK_ROWS rows per 128 columns, likewise. Whatever the
+    count, the bits are the same: the test of the packed layer products below runs on one thread and two,
+    and ``test_training`` holds a step's bits on both."""
     import numba
 
     before = numba.get_num_threads()
@@ -229,8 +230,15 @@ def test_a_packed_product_is_cut_into_tasks_of_at_most_2_mb_of_output_in_a_multi
                         # as few tasks as the rules allow: a multiple of the threads fewer would break the cap
                         fewer = tasks - threads
                         assert fewer < 1 or -(-m // fewer) * n * itemsize > _gemm.PACKED_TASK_BYTES or tasks <= threads
+                    rows = _gemm.task_rows(m, n)
+                    most = _gemm.TASK_ROWS * max(1, n // 128)
+                    tasks = -(-m // rows)
+                    # at most ``most`` rows, and the fewest tasks, in a multiple of the threads, that allows
+                    assert rows <= most and tasks <= -(-(-(-m // most)) // threads) * threads
         numba.set_num_threads(before)
         if before == 2:
+            # the step's layer-1 products at batch 1024: 16 tasks of F1's 1024 rows, 14 of B2's 784 (not 13)
+            assert _gemm.task_rows(1024, 128) == 64 and _gemm.task_rows(784, 128) == 56
             assert _gemm.packed_task_rows(1024, 1024, 4) == 512 and _gemm.packed_task_rows(4096, 1024, 4) == 512
             assert _gemm.packed_task_rows(1024, 1024, 8) == 256 and _gemm.packed_task_rows(256, 784, 4) == 128
     finally:
@@ -238,17 +246,17 @@ def test_a_packed_product_is_cut_into_tasks_of_at_most_2_mb_of_output_in_a_multi
 
 
 def test_a_task_is_cut_into_register_blocks_of_nearly_equal_rows():
-    """``row_blocks``: the blocks tile the n rows in order, none over PACKED_ROWS, and their rows differ by
+    """``row_blocks``: the blocks tile the n rows in order, none over BLOCK_ROWS, and their rows differ by
     at most one, so none is left with a few rows where n allows a full one (32 rows: 11 + 11 + 10)."""
     assert _gemm.row_blocks(0) == (0, 0, 0)
     for n in range(1, 400):
         count, rows, extra = _gemm.row_blocks(n)
         sizes = [rows + 1 if rb < extra else rows for rb in range(count)]
-        assert sum(sizes) == n and max(sizes) <= _gemm.PACKED_ROWS and max(sizes) - min(sizes) <= 1
-        assert count == -(-n // _gemm.PACKED_ROWS)
+        assert sum(sizes) == n and max(sizes) <= _gemm.BLOCK_ROWS and max(sizes) - min(sizes) <= 1
+        assert count == -(-n // _gemm.BLOCK_ROWS)
         starts = [rb * rows + min(rb, extra) for rb in range(count)]
         assert starts == [sum(sizes[:rb]) for rb in range(count)]
-    if _gemm.PACKED_ROWS == 14:
+    if _gemm.BLOCK_ROWS == 14:
         assert _gemm.row_blocks(32) == (3, 10, 2)
 
 

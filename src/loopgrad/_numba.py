@@ -421,30 +421,26 @@ def _wide_vector_registers():
 
 
 # The register block of ``outer_block`` for the CPU numba compiles for (numba's disk cache and the
-# ahead-of-time module are both kept per CPU, so compiled code always matches this choice):
+# ahead-of-time module are both kept per CPU, so compiled code always matches this choice): at most
+# BLOCK_ROWS rows by two vectors.
 # - AVX2 (16 registers of 256 bits): 6 rows by two 256-bit vectors, 12 accumulators + 3 operands.
-# - AVX-512 (32 of 512 bits): 8 rows by two 512-bit vectors, 16 + 3. On a 2-core Xeon with AVX-512
-#   (Sapphire Rapids), one thread, F1 and B2 at 128x784x128 and 1024x784x128: 6 x 2 x 256 bits
-#   77-82 GFLOP/s, 6 x 2 x 512 bits 92-140, 8 x 2 x 512 bits 110-146; 12 rows did no better.
+# - AVX-512 (32 of 512 bits): 14 rows by two 512-bit vectors, 28 accumulators + 2 vectors of B + 1
+#   broadcast = 31 registers. Each k reads B's two vectors once for 2 x BLOCK_ROWS multiply-adds, so more
+#   rows read fewer bytes of B per multiply-add. On a 2-core Xeon with AVX-512 (Sapphire Rapids), one
+#   thread, GFLOP/s at 8 / 12 / 14 rows: the packed loops alone, 1024^3 float32 121-124 / 133-141 /
+#   136-150, float64 57-59 / 60-64 / 65-68, 1024x4096x1024 float32 117-122 / 126-131 / 131-133 (OpenBLAS's
+#   whole sgemm 137, dgemm 66); unpacked, F1 at 1024x784x128 127-134 / 136-139 / 137-143 and B2 116-123 /
+#   118-124 / 121-135. (6 x 2 x 512 bits gave 92-140 in an earlier form of the product.)
 WIDE_VECTORS = _wide_vector_registers()
 VECTOR_BITS = 512 if WIDE_VECTORS else 256
-BLOCK_ROWS = 8 if WIDE_VECTORS else 6
-# The taller block of the packed products (``_gemm.nn_packed_rows``), whose panel of B comes from L2: each
-# k reads the panel's two vectors once for PACKED_ROWS x 2 multiply-adds, so more rows read fewer panel
-# bytes per multiply-add. On AVX-512, 14 rows: 28 accumulators + 2 vectors of B + 1 broadcast = 31 of the
-# 32 registers. One thread on the Xeon, the packed loops alone, GFLOP/s at 8 / 12 / 14 rows: 1024^3 float32
-# 121-124 / 133-141 / 136-150, float64 57-59 / 60-64 / 65-68, 1024x4096x1024 float32 117-122 / 126-131 /
-# 131-133 (OpenBLAS's whole sgemm 137, dgemm 66). (In the unpacked products, where B's rows come at their
-# stride, 12 and 14 rows did not pay.) AVX2 has no room beyond BLOCK_ROWS.
-PACKED_ROWS = 14 if WIDE_VECTORS else BLOCK_ROWS
+BLOCK_ROWS = 14 if WIDE_VECTORS else 6
 MAX_BLOCK_ROWS = 14
-
 
 def _outer_block_intrinsic():
     """``outer_block(X, B, C, i, j, cols, k0, k1, add, R)``: the register block of the matrix product
     C[i + r, j:j + cols] (+)= sum_{k0 <= k < k1} X[i + r, k] * B[k, j:j + cols] for r < R, with
     1 <= cols <= 2 w, w = VECTOR_BITS / the dtype's bits (8 float32, 4 float64 on AVX2), R in
-    1..MAX_BLOCK_ROWS a constant (BLOCK_ROWS in the unpacked products, up to PACKED_ROWS in the packed ones).
+    1..MAX_BLOCK_ROWS a constant (up to BLOCK_ROWS in the tuned products).
     B's and C's rows are read and written as whole vectors: the caller sees that they are contiguous.
 
     Written in LLVM vector IR because numba's loops leave the block to LLVM's vectorisers, which on

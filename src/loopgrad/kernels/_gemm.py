@@ -6,9 +6,9 @@ Each tuned form has its naive form beside it (as llm.c keeps ``matmul_forward_na
 against over many shapes.
 
 How the tuned forms get their speed (see the README for the figures):
-- "outer-product" form (``nn_rows``, F1 and B2): a block of BLOCK_ROWS rows by two vectors of C
-  (6 by two 256-bit vectors on AVX2, 8 by two 512-bit ones on AVX-512: ``_numba``)
-  stays in registers while k runs, and each k adds X[i+r,k] times a row of B to it
+- "outer-product" form (``nn_rows``, F1 and B2): a block of up to BLOCK_ROWS rows by two vectors of C
+  (6 by two 256-bit vectors on AVX2, 14 by two 512-bit ones on AVX-512: ``_numba``; a task's rows cut
+  into blocks of nearly equal rows, ``row_blocks``) stays in registers while k runs, and each k adds X[i+r,k] times a row of B to it
   (``_numba.outer_block``, written in LLVM's vector IR; a last vector that the row ends inside is
   masked). Neither operand is copied or transposed: F1 reads W as stored, B2 reads A_prev in place
   as A_prev.T.
@@ -18,24 +18,24 @@ How the tuned forms get their speed (see the README for the figures):
 - "packed" outer-product form (``nn_packed_rows``, large F1, B2 and B4): the same register block and
   the same sums in the same order (so the same bits as ``nn_rows``), over copies of the operands laid
   out as the block reads them: B cut into panels of two vectors' width, each panel's rows one after
-  another (``pack_panel_rows``, ``pack_panel``), and X's rows interleaved up to PACKED_ROWS at a time
-  (``pack_rows``), so that both come as one stream each, from L1 and L2, as BLAS kernels have them;
-  its register block is taller (14 rows on AVX-512), since each panel vector read from L2 then feeds
-  more multiply-adds.
+  another (``pack_panel_rows``, ``pack_panel``), and X's rows interleaved up to BLOCK_ROWS at a time
+  (``pack_rows``), so that both come as one stream each, from L1 and L2, as BLAS kernels have them.
   B4 takes this form over W^T packed straight from W, with no transposed copy.
-- Row blocks of ``ROW_BLOCK`` at fixed boundaries, so each output is summed by one thread in one
-  order: the same bits on 1 or 2 threads.
+- Parallel tasks own blocks of rows of C (``task_rows``, ``packed_task_rows``), so each output is summed
+  by one thread in one order: the same bits on 1 or 2 threads, however the rows are cut.
 """
 import numpy as np
 
 from .. import layout
-from .._numba import BLOCK_ROWS, PACKED_ROWS, VECTOR_BITS, WIDE_VECTORS, jit, outer_block, pool_threads, transpose_tile
+from .._numba import BLOCK_ROWS, VECTOR_BITS, WIDE_VECTORS, jit, outer_block, pool_threads, transpose_tile
 from .. import tables
 from ..tables import K_CHUNK  # noqa: F401  (the chunk rule's bound; re-exported for the tests)
 
-# Rows of an output that one parallel task owns. Fixed, so each output element is summed by one
-# thread in one order whatever the number of threads: the same bits on 1 or 2 threads.
+# Rows of an output that one parallel task owns in the elementwise passes, B4's unpacked products and the
+# fused row pass.
 ROW_BLOCK = 16
+# Rows of C a task of an unpacked product aims at, per 128 columns of C (``task_rows``).
+TASK_ROWS = 64
 # Below this many multiply-adds a product runs serially: waking the thread pool costs more.
 SERIAL_WORK = 1 << 18
 
@@ -53,8 +53,21 @@ def k_chunking(K):
 
 @jit
 def _outer_rows(X, B, C, i, r, j, cols, k0, k1, add):
-    # outer_block wants its number of rows as a constant: one specialisation per count
-    if r >= 8:
+    # outer_block wants its number of rows as a constant: one specialisation per count (up to BLOCK_ROWS, which
+    # ``row_blocks`` never exceeds)
+    if r >= 14:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 14)
+    elif r == 13:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 13)
+    elif r == 12:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 12)
+    elif r == 11:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 11)
+    elif r == 10:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 10)
+    elif r == 9:
+        outer_block(X, B, C, i, j, cols, k0, k1, add, 9)
+    elif r == 8:
         outer_block(X, B, C, i, j, cols, k0, k1, add, 8)
     elif r == 7:
         outer_block(X, B, C, i, j, cols, k0, k1, add, 7)
@@ -70,6 +83,18 @@ def _outer_rows(X, B, C, i, r, j, cols, k0, k1, add):
         outer_block(X, B, C, i, j, cols, k0, k1, add, 2)
     else:
         outer_block(X, B, C, i, j, cols, k0, k1, add, 1)
+
+
+@jit
+def row_blocks(n):
+    """How ``nn_rows_chunks`` and ``nn_packed_rows`` cut n rows into register blocks: (count, rows, extra), count = ceil(n /
+    BLOCK_ROWS) blocks, the first ``extra`` of rows + 1 rows and the others of ``rows``, so that no block
+    is left with a few rows (a block costs one pass over the panels whatever its rows: 32 rows go as 11 +
+    11 + 10, not 14 + 14 + 4). Block rb starts at rb * rows + min(rb, extra)."""
+    if n <= 0:
+        return 0, 0, 0
+    count = -(-n // BLOCK_ROWS)
+    return count, n // count, n % count
 
 
 @jit
@@ -101,6 +126,7 @@ def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
     K = X.shape[1]
     N = C.shape[1]  # B may have more columns (a padded copy, ``unaliased``): they are not read
     width = 2 * VECTOR_BITS // (8 * C.itemsize)
+    n_blocks, rows, extra = row_blocks(i1 - i0)
     # chunks outermost: a chunk's panel of B (up to K_CHUNK rows by two vectors) stays in L1 while every
     # block of rows of the range goes by
     for q in range(q0, q1):
@@ -108,8 +134,9 @@ def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
         k1 = min(K, k0 + chunk)
         add = q > q0
         for j in range(0, N, width):
-            for i in range(i0, i1, BLOCK_ROWS):
-                _outer_rows(X, B, C, i, min(BLOCK_ROWS, i1 - i), j, min(width, N - j), k0, k1, add)
+            for rb in range(n_blocks):
+                i = i0 + rb * rows + min(rb, extra)
+                _outer_rows(X, B, C, i, rows + 1 if rb < extra else rows, j, min(width, N - j), k0, k1, add)
 
 
 # Rows of B per parallel task of the packing where B's rows are contiguous.
@@ -180,22 +207,10 @@ def pack_panel(B, P, jb):
 
 
 @jit
-def row_blocks(n):
-    """How ``nn_packed_rows`` cuts n rows into register blocks: (count, rows, extra), count = ceil(n /
-    PACKED_ROWS) blocks, the first ``extra`` of rows + 1 rows and the others of ``rows``, so that no block
-    is left with a few rows (a block costs one pass over the panels whatever its rows: 32 rows go as 11 +
-    11 + 10, not 14 + 14 + 4). Block rb starts at rb * rows + min(rb, extra)."""
-    if n <= 0:
-        return 0, 0, 0
-    count = -(-n // PACKED_ROWS)
-    return count, n // count, n % count
-
-
-@jit
 def pack_rows(X, T, i0, i1, k0, k1):
     """T[rb, k - k0, r] = X[i0 + s + r, k] for k0 <= k < k1, block rb of ``row_blocks(i1 - i0)`` starting s
     rows after i0 and r below its rows: the rows of one register block interleaved, so that its
-    broadcasts per k come from one contiguous stream (T.shape[2] = PACKED_ROWS; a shorter block leaves
+    broadcasts per k come from one contiguous stream (T.shape[2] = BLOCK_ROWS; a shorter block leaves
     the rest unread). X is any layout: A_prev for F1, A_prev.T for B2 (there the numbers of one k are
     contiguous)."""
     count, rows, extra = row_blocks(i1 - i0)
@@ -220,37 +235,17 @@ def pack_rows(X, T, i0, i1, k0, k1):
 
 
 @jit
-def _packed_block(X, B, C, r, cols, k1, add):
-    # the register block of the packed product: C[:r, :cols] (+)= X[:r, :k1] B[:k1, :cols], r a constant
-    # per specialisation. ``row_blocks`` makes r >= PACKED_ROWS / 2 wherever a task has that many rows.
-    if r >= 14:
-        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 14)
-    elif r == 13:
-        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 13)
-    elif r == 12:
-        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 12)
-    elif r == 11:
-        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 11)
-    elif r == 10:
-        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 10)
-    elif r == 9:
-        outer_block(X, B, C, 0, 0, cols, 0, k1, add, 9)
-    else:
-        _outer_rows(X, B, C, 0, r, 0, cols, 0, k1, add)
-
-
-@jit
 def nn_packed_rows(X, P, C, i0, i1):
     """``nn_rows`` (C[i,:] = sum_k X[i,k] B[k,:] for rows i0 <= i < i1; F1, B2, B4) over packed operands: P holds
     every panel of B (``pack_panel_rows``), and these rows of X are packed here, chunk by chunk of k
     (``pack_rows``). The same multiply-adds in the same order as ``nn_rows`` (each chunk of k summed
     from zero by ``outer_block``, then added to the sum so far), so the same bits; only where the
-    operands are read from, and how many rows a register block holds (up to PACKED_ROWS), differ.
+    operands are read from, and how many rows a register block holds (up to BLOCK_ROWS), differ.
 
     Chunks of k outermost: a chunk's rows of X are packed (``pack_rows``) into a scratch that stays in L2 and
     used at once, for every column of C; then the columns go by in passes of PASS_PANELS panels, as BLAS
     kernels block a product: a pass's block of C and the chunk's PASS_PANELS panels stay in L2, and one
-    register block's packed rows (PACKED_ROWS x K_CHUNK) stay in L1 while the pass's panels go by. One
+    register block's packed rows (BLOCK_ROWS x K_CHUNK) stay in L1 while the pass's panels go by. One
     thread, float32, GFLOP/s of the loops over X packed beforehand, against passes outermost with every
     chunk of X packed first: B2 at 4096x1024x1024 (X = A_prev.T 1024 x 4096, whose packed rows, 2 MB a
     task, then came back from memory in every pass) 126-132 -> 130-136, F1 1024^3 147-150 -> 149-158;
@@ -260,7 +255,7 @@ def nn_packed_rows(X, P, C, i0, i1):
     w = P.shape[2]
     count, length = k_chunking(K)
     n_blocks, rows, extra = row_blocks(i1 - i0)
-    T = np.empty((n_blocks, length, PACKED_ROWS), C.dtype)
+    T = np.empty((n_blocks, length, BLOCK_ROWS), C.dtype)
     for q in range(count):
         k0 = q * length
         k1 = min(K, k0 + length)
@@ -273,25 +268,31 @@ def nn_packed_rows(X, P, C, i0, i1):
                 block = T[rb, :k1 - k0].T
                 for jb in range(jc, min(P.shape[0], jc + PASS_PANELS)):
                     j = jb * w
-                    _packed_block(block, P[jb, k0:k1], C[i:, j:], r, min(w, N - j), k1 - k0, add)
+                    _outer_rows(block, P[jb, k0:k1], C[i:, j:], 0, r, 0, min(w, N - j), 0, k1 - k0, add)
+
+
+@jit
+def even_tasks(m, most):
+    """Rows per task where m rows are cut into tasks of at most ``most`` rows: as few tasks as that allows,
+    in a multiple of the pool's threads (``pool_threads``), so that each thread gets an even share (49 tasks
+    on two threads leave one waiting for the 49th). The threads set only how the rows are cut, never what
+    an output sums (each output's sum runs in one task, in one order, whatever its rows), so the bits do
+    not depend on them."""
+    threads = max(1, pool_threads())
+    tasks = -(-(-(-m // max(1, most))) // threads) * threads
+    return max(1, -(-m // tasks))
 
 
 @jit
 def packed_task_rows(m, n_cols, itemsize):
-    """Rows of C per parallel task of ``nn_packed_rows`` (F1, B2, B4): as few tasks as keep a task's block of C
-    within PACKED_TASK_BYTES, in a multiple of the pool's threads (``pool_threads``) so that each thread
-    gets an even share, and never under BLOCK_ROWS rows. Each task reads every panel of B, so fewer and
-    taller tasks read them fewer times; and a block of C of 2 MB or less, with a chunk's packed rows and
-    panels, is what one core's L2 holds. Two threads, float32, GFLOP/s of the packed loops (panels
-    packed beforehand), tasks of 128 rows against 512 (2 MB of C): B2 at 4096x1024x1024 221-228 ->
-    264-272 (NumPy 265-279); at 1024^3 250-254 -> 268-273 (NumPy 273-281).
-
-    The number of threads sets only how the rows are cut, never what an output sums (each output's sum
-    runs in one task, in one order, whatever its rows), so the bits do not depend on it."""
-    threads = max(1, pool_threads())
-    cap = max(BLOCK_ROWS, PACKED_TASK_BYTES // max(1, n_cols * itemsize))
-    tasks = -(-(-(-m // cap)) // threads) * threads
-    return max(BLOCK_ROWS, -(-m // tasks))
+    """Rows of C per parallel task of ``nn_packed_rows`` (F1, B2, B4): tasks of at most PACKED_TASK_BYTES of C,
+    in a multiple of the pool's threads (``even_tasks``), and never under BLOCK_ROWS rows. Each task reads
+    every panel of B, so fewer and taller tasks read them fewer times; and a block of C of 2 MB or less,
+    with a chunk's packed rows and panels, is what one core's L2 holds. Two threads, float32, GFLOP/s of
+    the packed loops (panels packed beforehand), tasks of 128 rows against 512 (2 MB of C): B2 at
+    4096x1024x1024 221-228 -> 264-272 (NumPy 265-279); at 1024^3 250-254 -> 268-273 (NumPy 273-281)."""
+    most = max(BLOCK_ROWS, PACKED_TASK_BYTES // max(1, n_cols * itemsize))
+    return max(BLOCK_ROWS, even_tasks(m, most))
 
 
 # Rows of B (or of A_prev, read as A_prev.T) whose length in bytes is a multiple of this all map to
@@ -322,12 +323,15 @@ def unaliased(B, reuse):
 
 
 @jit
-def task_rows(n_cols):
-    """Rows of C per parallel task of ``nn_rows`` with ``n_cols`` columns: ROW_BLOCK, times n_cols / 128
-    for wider products, so that a task streams B once per more rows (F1 at 1024^3 read W 64 times
-    with 16-row tasks). Fixed by the shape, never by the thread count; and an element's sum does not
-    depend on the rows it is blocked with, so the bits do not either."""
-    return ROW_BLOCK * max(1, n_cols // 128)
+def task_rows(m, n_cols):
+    """Rows of C per parallel task of ``nn_rows`` with m rows and ``n_cols`` columns: tasks of at most TASK_ROWS
+    rows, times n_cols / 128 for wider products, in a multiple of the pool's threads (``even_tasks``). A task
+    reads B whole (F1: W from L2, once per task), so taller tasks read it fewer times, and up to BLOCK_ROWS
+    rows share a register block. Two threads, float32, GFLOP/s, the step's products of layer 1 at batch
+    1024, tasks of 16 rows in blocks of 8 against this rule's (64 and 56 rows in blocks of up to 14): F1 at
+    1024x784x128 274-284 -> 294-305, B2 at 784x1024x128 (49 tasks) 182-190 -> 223-229; NumPy 259-263 and
+    245-253."""
+    return even_tasks(m, TASK_ROWS * max(1, n_cols // 128))
 
 
 @jit

@@ -40,7 +40,7 @@ def _bias_act_rows(b, code, Z, A, i0, i1):
 @jit(parallel=True)
 def _forward_blocks(A_prev, W, b, code, Z, A):
     m = A_prev.shape[0]
-    rows = task_rows(Z.shape[1])
+    rows = task_rows(m, Z.shape[1])
     for blk in prange((m + rows - 1) // rows):
         _forward_rows(A_prev, W, b, code, Z, A, blk * rows, min(m, (blk + 1) * rows))
 
@@ -113,7 +113,7 @@ def _scale_rows(dW, j0, j1, inv_m):
 @jit(parallel=True)
 def _weight_grad_blocks(A_prev, dZ, dW, inv_m):
     n_in = dW.shape[0]
-    rows = task_rows(dW.shape[1])
+    rows = task_rows(n_in, dW.shape[1])
     for blk in prange((n_in + rows - 1) // rows):
         _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m)
 

@@ -314,7 +314,7 @@ def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, update, t):
     blocks of ``task_rows`` rows as ``_grad_update_blocks`` takes them: the same bits."""
     K = dW.shape[0]
     count, length = k_chunking(K)
-    step = task_rows(dW.shape[1])
+    step = task_rows(K, dW.shape[1])
     for q in prange(count):
         j0, j1 = q * length, min(K, (q + 1) * length)
         for j in range(j0, j1, step):
@@ -324,7 +324,7 @@ def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, update, t):
 @jit(parallel=True)
 def _gather_forward_blocks(X, rows, A0, W, b, code, Z, A):
     m = A0.shape[0]
-    step = task_rows(Z.shape[1])
+    step = task_rows(m, Z.shape[1])
     for blk in prange((m + step - 1) // step):
         i0, i1 = blk * step, min(m, (blk + 1) * step)
         _gather_rows(X, rows, A0, i0, i1)
@@ -363,7 +363,7 @@ def _grad_update_blocks(A_prev, dZ, dW, net, update, t, l):
     # the layer's arrays come in as arguments: built from ``buf`` inside the task, LLVM compiled B2's
     # product 10-20% slower (measured on the AVX2 machine)
     n_in = dW.shape[0]
-    rows = task_rows(dW.shape[1])
+    rows = task_rows(n_in, dW.shape[1])
     for blk in prange((n_in + rows - 1) // rows):
         _grad_update_rows(A_prev, dZ, dW, net, update, t, l, blk * rows, min(n_in, (blk + 1) * rows))
 
