@@ -460,9 +460,11 @@ def _outer_block_intrinsic():
     registers on AVX2 (R = 6) and 31 on AVX-512 (R = 14), and each k costs one multiply-add per
     accumulator. A block of at most w columns keeps one vector per row; where ``cols`` ends inside a
     vector, that vector's loads and stores are masked (the 10 columns of a classifier's output layer:
-    two vectors, the second with 2 lanes), so no column is left to a scalar loop. Every element's sum runs over k in order, so the result does
-    not depend on the thread that runs the block. ``add`` adds to C instead of overwriting it (a
-    later chunk of k). With the JIT off, NumPy computes the same block.
+    two vectors, the second with 2 lanes), so no column is left to a scalar loop. Every element's sum
+    runs over k in order, so the result does not depend on the thread that runs the block. ``add`` adds
+    to C instead of overwriting it (a later chunk of k). A block of PREFETCH_MIN_ROWS rows or more also
+    prefetches B's row k + PREFETCH_K, which changes no number. With the JIT off, NumPy computes the same
+    block.
     """
     if config.DISABLE_JIT:
         def outer_block(X, B, C, i, j, cols, k0, k1, add, R):
@@ -503,8 +505,8 @@ def _outer_block_intrinsic():
             masked_load = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
                 f"llvm.masked.load.v{w}f{bits}.p0")
-            prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                                      "llvm.prefetch.p0")
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
             masked_store = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
                 f"llvm.masked.store.v{w}f{bits}.p0")

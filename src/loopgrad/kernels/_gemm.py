@@ -8,10 +8,10 @@ against over many shapes.
 How the tuned forms get their speed (see the README for the figures):
 - "outer-product" form (``nn_rows``, F1 and B2): a block of up to BLOCK_ROWS rows by two vectors of C
   (6 by two 256-bit vectors on AVX2, 14 by two 512-bit ones on AVX-512: ``_numba``; a task's rows cut
-  into blocks of nearly equal rows, ``row_blocks``) stays in registers while k runs, and each k adds X[i+r,k] times a row of B to it
-  (``_numba.outer_block``, written in LLVM's vector IR; a last vector that the row ends inside is
-  masked). Neither operand is copied or transposed: F1 reads W as stored, B2 reads A_prev in place
-  as A_prev.T.
+  into blocks of nearly equal rows, ``row_blocks``) stays in registers while k runs, and each k adds
+  X[i+r,k] times a row of B to it (``_numba.outer_block``, written in LLVM's vector IR; a last vector
+  that the row ends inside is masked). Neither operand is copied or transposed: F1 reads W as stored,
+  B2 reads A_prev in place as A_prev.T.
 - "dot" form (``nt_rows``, B4): both operands contiguous along k, a 4 x 4 (AVX-512) or 4 x 3
   (AVX2) block of outputs in scalar accumulators that LLVM keeps in vector registers (fastmath
   reassociation splits each sum across SIMD lanes).
@@ -87,10 +87,10 @@ def _outer_rows(X, B, C, i, r, j, cols, k0, k1, add):
 
 @jit
 def row_blocks(n):
-    """How ``nn_rows_chunks`` and ``nn_packed_rows`` cut n rows into register blocks: (count, rows, extra), count = ceil(n /
-    BLOCK_ROWS) blocks, the first ``extra`` of rows + 1 rows and the others of ``rows``, so that no block
-    is left with a few rows (a block costs one pass over the panels whatever its rows: 32 rows go as 11 +
-    11 + 10, not 14 + 14 + 4). Block rb starts at rb * rows + min(rb, extra)."""
+    """How ``nn_rows_chunks`` and ``nn_packed_rows`` (F1, B2, B4) cut n rows of C into register blocks:
+    (count, rows, extra), count = ceil(n / BLOCK_ROWS) blocks, the first ``extra`` of rows + 1 rows and the
+    others of ``rows``, so that no block is left with a few rows (a block costs one pass over B whatever
+    its rows: 32 rows go as 11 + 11 + 10, not 14 + 14 + 4). Block rb starts at rb * rows + min(rb, extra)."""
     if n <= 0:
         return 0, 0, 0
     count = -(-n // BLOCK_ROWS)
@@ -273,11 +273,11 @@ def nn_packed_rows(X, P, C, i0, i1):
 
 @jit
 def even_tasks(m, most):
-    """Rows per task where m rows are cut into tasks of at most ``most`` rows: as few tasks as that allows,
-    in a multiple of the pool's threads (``pool_threads``), so that each thread gets an even share (49 tasks
-    on two threads leave one waiting for the 49th). The threads set only how the rows are cut, never what
-    an output sums (each output's sum runs in one task, in one order, whatever its rows), so the bits do
-    not depend on them."""
+    """Rows per task where the m rows of a product's C (F1, B2, B4) are cut into tasks of at most ``most``
+    rows: as few tasks as that allows, in a multiple of the pool's threads (``pool_threads``), so that each
+    thread gets an even share (49 tasks on two threads leave one waiting for the 49th). The threads set
+    only how the rows are cut, never what an output sums (each output's sum runs in one task, in one
+    order, whatever its rows), so the bits do not depend on them."""
     threads = max(1, pool_threads())
     tasks = -(-(-(-m // max(1, most))) // threads) * threads
     return max(1, -(-m // tasks))
