@@ -468,7 +468,11 @@ def _outer_block_intrinsic():
     """
     if config.DISABLE_JIT:
         def outer_block(X, B, C, i, j, cols, k0, k1, add, R):
-            block = X[i:i + R, k0:k1] @ B[k0:k1, j:j + cols]
+            # k in order, one rank-1 update at a time, as the compiled block sums: a BLAS product's bits
+            # would depend on the operands' layout (packed or not) and on R
+            block = np.zeros((R, cols), C.dtype)
+            for k in range(k0, k1):
+                block += X[i:i + R, k:k + 1] * B[k, j:j + cols]
             C[i:i + R, j:j + cols] = C[i:i + R, j:j + cols] + block if add else block
         return outer_block
     from llvmlite import ir
