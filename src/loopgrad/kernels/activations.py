@@ -173,7 +173,11 @@ def _tanh_row(z, a):
     one, two, small = T(1.0), T(2.0), T(_TANH_SMALL)
     for j in range(z.shape[0]):
         x = z[j]
-        x2 = x * x
+        # the series is taken for every x (no branch, so the loop vectorises) and kept only where |x| < small;
+        # clamped there, it cannot overflow (the same numbers where it is kept; no overflow warning with the
+        # JIT off)
+        xs = min(max(x, -small), small)
+        x2 = xs * xs
         p = c23 * x2 + c21
         p = p * x2 + c19
         p = p * x2 + c17
@@ -184,7 +188,7 @@ def _tanh_row(z, a):
         p = p * x2 + c7
         p = p * x2 + c5
         p = p * x2 + c3
-        series = x + x * (x2 * p)
+        series = xs + xs * (x2 * p)
         e = math.exp(-two * abs(x))
         t = (one - e) / (one + e)
         a[j] = series if abs(x) < small else (t if x >= 0 else -t)
