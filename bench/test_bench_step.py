@@ -151,3 +151,42 @@ def test_sparse_epoch(benchmark, impl):
             return cls((64,), max_iter=1, random_state=0).fit(X, y)
     assert run().score(X, y) > 0.3
     benchmark.pedantic(run, rounds=3, iterations=1)
+
+
+@pytest.mark.small
+@pytest.mark.user_thread
+@pytest.mark.parametrize("batch", [32, 128, 1024])
+@pytest.mark.parametrize("company", ["alone", "after-numpy-product", "after-numpy-product-not-giving-way"])
+def test_fit_epoch_in_company(benchmark, company, batch, monkeypatch):
+    """A ``fit`` epoch of 20 steps (784-128-64-10, float32, SGD, no shuffle), called from pytest's thread as
+    a user's code calls it, right after a NumPy product of 256 x 784 x 256 on that thread (untimed, in
+    pedantic's setup) or with none. OpenBLAS's workers spin for about 0.1 s after the product and take
+    a core; each chunk of ``fit``'s steps runs on the threads left free (``loopgrad._company``);
+    "not-giving-way" turns that off. Measured, a product made on the compute thread itself (where the
+    other benchmarks' bodies run) left the steps nearly alone, hence ``user_thread``. The time includes
+    ``fit``'s own checks of its arguments, alike in the three cases."""
+    import loopgrad as lg
+    from loopgrad import _company
+    from loopgrad.bench_cli import settle
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20 * batch, 784)).astype(np.float32)
+    y = rng.integers(0, 10, len(X))
+    A = rng.standard_normal((256, 784)).astype(np.float32)
+    W = rng.standard_normal((784, 256)).astype(np.float32)
+    product = np.empty((256, 256), np.float32)
+    model = lg.MLP([784, 128, 64, 10], dtype="float32")
+    benchmark.group = f"fit epoch 784-128-64-10 batch={batch} float32 in company of NumPy's BLAS"
+    if company.endswith("not-giving-way"):
+        monkeypatch.setattr(_company, "ENABLED", False)
+
+    def epoch():
+        return model.fit(X, y, epochs=1, batch_size=batch, optimizer=lg.SGD(0.01), shuffle=False, progress=False)
+
+    def setup():
+        if company != "alone":
+            np.matmul(A, W, out=product)
+
+    assert np.isfinite(epoch().loss[-1])
+    settle()
+    benchmark.pedantic(epoch, setup=setup, rounds=30, warmup_rounds=2)

@@ -426,6 +426,25 @@ def test_fit_counts_the_steps_run_on_each_thread_count(digits):
     assert set(h.thread_steps) <= {1, numba_threads()}
 
 
+def test_fit_runs_its_chunks_on_the_threads_left_free_with_the_same_bits(monkeypatch, digits):
+    """Other threads of the process hold every core (``_company``): each chunk runs on one thread."""
+    from loopgrad import _company
+
+    if not _company.ENABLED:
+        pytest.skip("Linux with the JIT on only")
+
+    def train():
+        m = datasets.model_for(digits, hidden=(512,), dtype="float32")
+        h = m.fit(digits.X_train, digits.y_train, epochs=1, batch_size=32, progress=False, shuffle=False)
+        return m, h
+
+    free, _ = train()
+    monkeypatch.setattr(_company, "running_others", lambda: 64)
+    crowded, h = train()
+    assert set(h.thread_steps) == {1}
+    np.testing.assert_array_equal(crowded.theta, free.theta)
+
+
 def numba_threads():
     import numba
     return numba.get_num_threads()

@@ -5,6 +5,7 @@ Every pass (forward, loss, gradients, evaluation, training) runs on the chosen b
 (``loopgrad.reference.network``), over buffers that ``loopgrad.layout`` makes.
 """
 import copy
+import sys
 import time
 import types
 from dataclasses import asdict, dataclass, field
@@ -680,6 +681,10 @@ class MLP:
             module.forward_into(net, buf, m)
             module.cost(net, buf, m)
             module.gradients_into(net, buf, m, 0.0)
+            if _numba_kernels(module):
+                from . import _company
+
+                _company.free_threads(sys.modules["numba"].get_num_threads())  # its own small kernel
         _on_compute(module, every_kernel)
         return time.perf_counter() - t0
 
@@ -964,9 +969,13 @@ def _chunks_on_threads(threads, module, model, training, opt, X, Y, W, order, ba
     team of OpenMP threads serves every chunk. Returns (sum of m_b J_b, steps done)."""
     import numba
 
+    from . import _company  # loads numba's parts: only on this path
+
     total, done = 0.0, 0
     while first + done < n_batches and stop[0] == 0:
         n_threads, steps = threads.plan(min(per_call, n_batches - first - done))
+        # fewer threads while other threads of the process hold the cores (a spinning BLAS pool, ...)
+        n_threads = _company.free_threads(n_threads)
         at = first + done
         part = order[at * batch_size:(at + steps) * batch_size]
         noise = opt.noise(steps, model.n_params, model.dtype)

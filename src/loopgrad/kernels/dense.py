@@ -9,7 +9,7 @@ summed by one thread in a fixed order and the result is bitwise the same on any 
 """
 import numpy as np
 
-from .. import _checks
+from .. import _checks, _company
 from ..tables import b4_transposed
 from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
 from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, nn_packed_rows, nn_rows, nt_rows, pack_panel, pack_panel_rows,
@@ -267,6 +267,7 @@ def _b4_copy(W, m):
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda A_prev, W, b: A_prev.shape[0] * W.shape[0] * W.shape[1])
 def dense_forward(A_prev, W, b):
     """F1 ``Z[i,j] = sum_k A_prev[i,k] * W[k,j] + b[j]``.
 
@@ -281,6 +282,7 @@ def dense_forward(A_prev, W, b):
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda dZ, A_prev, W: 2 * dZ.shape[0] * W.shape[0] * W.shape[1])
 def dense_backward(dZ, A_prev, W):
     """B4 ``dA_prev[i,p] = sum_q dZ[i,q] W[p,q]``, B2 ``dW[j,k] = (1/m) sum_i A_prev[i,j] dZ[i,k]``,
     B3 ``db[k] = (1/m) sum_i dZ[i,k]``.

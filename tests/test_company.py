@@ -1,0 +1,119 @@
+"""Parallel loops that give way (``loopgrad._company``): fewer threads while other threads of the process
+run, the same bits on any count."""
+import hashlib
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from loopgrad import _company, kernels
+
+pytestmark = pytest.mark.skipif(not _company.ENABLED, reason="Linux with the JIT on only (no parallel regions else)")
+
+
+def _numba():
+    import numba
+    return numba
+
+
+def _states():
+    """native id -> scheduler state letter of every thread of this process."""
+    states = {}
+    for name in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        states[int(name)] = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3].decode()
+    return states
+
+
+class _Busy:
+    """A thread that keeps a core busy outside the GIL (hashing large buffers) until stopped."""
+
+    def __enter__(self):
+        self.stop, self.started = threading.Event(), threading.Event()
+        data = os.urandom(1 << 22)
+
+        def spin():
+            self.tid = threading.get_native_id()
+            self.started.set()
+            while not self.stop.is_set():
+                hashlib.sha256(data).digest()  # releases the GIL for the whole 4 MiB
+        self.thread = threading.Thread(target=spin, daemon=True)
+        self.thread.start()
+        self.started.wait()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def test_a_running_thread_of_the_process_is_counted_and_loopgrads_own_team_is_not():
+    threads = _numba().get_num_threads()
+    if threads < 2:
+        pytest.skip("one numba thread: no team to learn")
+    assert _company.free_threads(threads) >= 1
+    me = threading.get_native_id()
+    team = {t for t in _company._ours if t != me}
+    assert team and team <= set(_states())  # the workers are threads of this process
+    with _Busy() as busy:
+        time.sleep(2 * _company.REFRESH_SECONDS)  # the list of threads is read again at most this often
+        # the busy thread runs nearly all the time (a sample may catch it in one of the hash's short
+        # moments with the GIL, so several are taken)
+        seen = [_company.running_others() for _ in range(50)]
+        given = [_company.free_threads(threads) for _ in range(50)]
+    assert busy.tid not in _company._ours
+    assert max(seen) >= 1
+    assert min(given) <= max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def test_a_kernel_gives_way_to_busy_threads_with_the_same_bits(monkeypatch, rng):
+    numba = _numba()
+    threads = numba.get_num_threads()
+    A = rng.standard_normal((256, 784)).astype(np.float32)
+    W = rng.standard_normal((784, 256)).astype(np.float32)
+    b = rng.standard_normal(256).astype(np.float32)
+    dZ = rng.standard_normal((256, 256)).astype(np.float32)
+    assert 256 * 784 * 256 >= _company.WORK_MIN
+    alone = kernels.dense_forward(A, W, b), kernels.dense_backward(dZ, A, W)
+    counts = []
+    real = _company.free_threads
+    monkeypatch.setattr(_company, "running_others", lambda: 64)  # every core taken
+    monkeypatch.setattr(_company, "free_threads", lambda wanted: counts.append(real(wanted)) or counts[-1])
+    given_way = kernels.dense_forward(A, W, b), kernels.dense_backward(dZ, A, W)
+    assert counts == [1, 1]
+    assert numba.get_num_threads() == threads  # restored after the call
+    np.testing.assert_array_equal(given_way[0], alone[0])
+    for got, expect in zip(given_way[1], alone[1]):
+        np.testing.assert_array_equal(got, expect)
+
+
+def test_small_calls_and_bad_arguments_are_not_checked(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_company, "free_threads", lambda wanted: calls.append(wanted) or wanted)
+    small = np.ones((4, 4), np.float32)
+    kernels.dense_forward(small, small, np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="W"):
+        kernels.dense_forward(small, np.ones((5, 4), np.float32), np.zeros(4, np.float32))
+    with pytest.raises((ValueError, TypeError)):
+        kernels.dense_forward([[1.0]], None, None)
+    assert calls == []
+
+
+def test_a_forked_child_forgets_the_parents_threads():
+    _company.free_threads(max(2, _numba().get_num_threads()))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        ok = not _company._others and not _company._ours and not _company._teams
+        os.write(w, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    assert got == b"1"
