@@ -426,8 +426,9 @@ def test_fit_counts_the_steps_run_on_each_thread_count(digits):
     assert set(h.thread_steps) <= {1, numba_threads()}
 
 
-def test_fit_runs_its_chunks_on_the_threads_left_free_with_the_same_bits(monkeypatch, digits):
-    """Other threads of the process hold every core (``_company``): each chunk runs on one thread."""
+def test_fit_and_predict_run_on_the_threads_left_free_with_the_same_bits(monkeypatch, digits):
+    """Other threads of the process hold every core (``_company``): each chunk of steps and each forward
+    pass runs on one thread, and gives the bits it gives on all of them."""
     from loopgrad import _company
 
     if not _company.ENABLED:
@@ -439,10 +440,16 @@ def test_fit_runs_its_chunks_on_the_threads_left_free_with_the_same_bits(monkeyp
         return m, h
 
     free, _ = train()
+    free_proba = free.predict_proba(digits.X_test)
     monkeypatch.setattr(_company, "running_others", lambda: 64)
     crowded, h = train()
     assert set(h.thread_steps) == {1}
     np.testing.assert_array_equal(crowded.theta, free.theta)
+    given = []
+    real = _company.free_threads
+    monkeypatch.setattr(_company, "free_threads", lambda wanted: given.append(real(wanted)) or given[-1])
+    np.testing.assert_array_equal(crowded.predict_proba(digits.X_test), free_proba)
+    assert given and set(given) == {1}
 
 
 def numba_threads():

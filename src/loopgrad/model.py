@@ -951,9 +951,25 @@ def _chunks_here(module, model, training, opt, X, Y, W, rows, batch_size, t):
 
 def _on_compute(module, call):
     """``call()`` on the compute thread (``_compute``: one OpenMP team for the process) when ``module`` is the
-    numba kernels, whose calls may open parallel regions; at once for the NumPy twin and the
-    ahead-of-time module, which open none."""
-    return _compute.run(call) if _numba_kernels(module) else call()
+    numba kernels, whose calls may open parallel regions, on the threads that other running threads of
+    the process leave free (``_company``); at once for the NumPy twin and the ahead-of-time module, which
+    open none."""
+    if not _numba_kernels(module):
+        return call()
+    from . import _company
+
+    def given_way():
+        numba = sys.modules["numba"]
+        wanted = numba.get_num_threads()
+        n = _company.free_threads(wanted)
+        if n == wanted:
+            return call()
+        numba.set_num_threads(n)
+        try:
+            return call()
+        finally:
+            numba.set_num_threads(wanted)
+    return _compute.run(given_way)
 
 
 def _numba_kernels(module):
