@@ -163,7 +163,7 @@ def test_fit_epoch_in_company(benchmark, company, batch, monkeypatch):
     pedantic's setup) or with none. OpenBLAS's workers spin for about 0.1 s after the product and take
     a core; each chunk of ``fit``'s steps runs on the threads left free (``loopgrad._company``);
     "not-giving-way" turns that off. Measured, a product made on the compute thread itself (where the
-    other benchmarks' bodies run) left the steps nearly alone, hence ``user_thread``. The time includes
+    other benchmarks' bodies run) hurt the steps far less, hence ``user_thread``. The time includes
     ``fit``'s own checks of its arguments, alike in the three cases."""
     import loopgrad as lg
     from loopgrad import _company
