@@ -12,7 +12,8 @@ SIZES = [(32, 784, 128), (256, 784, 256), (1024, 1024, 1024)]
 STEPS = [([784, 128, 64, 10], 32), ([784, 128, 64, 10], 128), ([784, 128, 64, 10], 1024), ([64, 64, 10], 32)]
 # Seconds to wait before each timing: after a product, OpenBLAS's workers spin for about 2^28 cycles
 # (0.1 s here), and PyTorch's do the same; on 2 cores a spinning worker takes a core from whichever
-# runtime is timed next (measured: the loops' F1 up to 4-11x slower, see the README's "In company").
+# runtime is timed next (measured: the in-place F1 timed here, which does not give way as the public
+# kernels do, up to 4-25x slower; see the README's "In company").
 # Each runtime is timed alone; bench/test_bench_dense.py -k company times the company itself.
 SETTLE = 0.25
 
