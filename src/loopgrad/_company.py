@@ -28,7 +28,7 @@ import time
 import numpy as np
 from numba import config
 
-from ._numba import AOT_BUILD, jit, prange
+from ._numba import AOT_BUILD, c_int_function, jit, prange
 
 _TASKS = "/proc/self/task"
 # Public kernels below this many multiply-adds are not checked: the check (a few microseconds) would
@@ -48,23 +48,8 @@ _others = {}     # native id -> file descriptor of its stat, for every other thr
 _listed_at = -1.0
 
 
-def _thread_id():
-    """An intrinsic returning the calling thread's native id (glibc's ``gettid``), for compiled code."""
-    from llvmlite import ir
-    from numba.core import cgutils, types
-    from numba.core.extending import intrinsic
-
-    @intrinsic
-    def thread_id(typingctx):
-        def codegen(context, builder, sig, args):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "gettid")
-            return builder.sext(builder.call(fn, []), ir.IntType(64))
-        return types.int64(), codegen
-    return thread_id
-
-
 if ENABLED:
-    _gettid = _thread_id()
+    _gettid = c_int_function("gettid")  # glibc's: the calling thread's native id
 
     @jit(parallel=True)
     def _team_ids(out):

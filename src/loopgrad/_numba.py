@@ -213,21 +213,28 @@ def _pool_threads():
         def pool_threads():
             return 1
         return pool_threads
-    from llvmlite import ir
-    from numba.core import cgutils, types
-    from numba.core.extending import intrinsic
-
-    @intrinsic
-    def _get_num_threads(typingctx):
-        def codegen(context, builder, sig, args):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "get_num_threads")
-            return builder.sext(builder.call(fn, []), ir.IntType(64))
-        return types.int64(), codegen
+    _get_num_threads = c_int_function("get_num_threads")
 
     @jit
     def pool_threads():
         return _get_num_threads()
     return pool_threads
+
+
+def c_int_function(symbol):
+    """An intrinsic that calls the C function ``int symbol(void)`` of the process (found by its symbol when
+    the compiled code is linked, so kernels calling it stay in the disk cache) and returns an int64."""
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.core.extending import intrinsic
+
+    @intrinsic
+    def call(typingctx):
+        def codegen(context, builder, sig, args):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), symbol)
+            return builder.sext(builder.call(fn, []), ir.IntType(64))
+        return types.int64(), codegen
+    return call
 
 
 pool_threads = _pool_threads()
