@@ -24,6 +24,9 @@ def rng():
 _CTRL_C = """
 import os, signal, threading, time, numpy as np, loopgrad as lg
 from loopgrad import model
+# Python's own Ctrl-C handler, even where this process was started with SIGINT ignored (a shell's
+# background job inherits that, and the signal below would then do nothing)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sizes = {sizes}
 X = np.random.default_rng(0).standard_normal((400_000, sizes[0]), dtype=np.float32)
 y = np.arange(400_000) % sizes[-1]
