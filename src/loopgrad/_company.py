@@ -9,9 +9,10 @@ not yield. Measured on the 2-core Xeon, F1 at 256 x 784 x 256 float32, medians o
 ms alone; right after a NumPy product 4.1-7.4 ms on two threads, 0.68 ms on one.
 
 So before each large public dense kernel (``shares_cores``), each chunk of ``fit``'s steps and each
-other compiled call of a model (forward passes, gradients), loopgrad counts the threads of this process that are running right now (state R in
-``/proc/self/task/<tid>/stat``), other than the caller and the OpenMP workers of loopgrad's own teams,
-and runs on at most (CPUs this process may use - that count) threads, one at least. The partition is
+other compiled call of a model (forward passes, gradients), loopgrad counts the threads of this
+process that are running right now (state R in ``/proc/self/task/<tid>/stat``), other than the caller
+and the OpenMP workers of loopgrad's own teams, and runs on at most (CPUs this process may use - that
+count) threads, one at least. The partition is
 fixed, so the results are the same bits on any number of threads; only the time changes. Linux only
 (elsewhere nothing changes); under ``NUMBA_DISABLE_JIT`` there is nothing parallel to protect.
 
@@ -86,7 +87,7 @@ def _refresh(now):
     alive = {int(name) for name in names}
     with _lock:
         for tid in [t for t in _others if t not in alive or t in _ours]:
-            os.close(_others.pop(tid))
+            _close(_others.pop(tid))
         for tid in alive - _ours - set(_others):
             try:
                 _others[tid] = os.open(f"{_TASKS}/{tid}/stat", os.O_RDONLY)
@@ -158,15 +159,19 @@ def shares_cores(work):
     return wrap
 
 
+def _close(fd):
+    try:
+        os.close(fd)
+    except OSError:  # already closed
+        pass
+
+
 def _forget_in_child():
     # a forked child has one thread, and the open stat files are its parent's threads'
     global _lock, _listed_at
     _lock, _listed_at = threading.Lock(), -1.0
     for fd in _others.values():
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+        _close(fd)
     _others.clear()
     _ours.clear()
     _teams.clear()
