@@ -72,24 +72,50 @@ def test_a_running_thread_of_the_process_is_counted_and_loopgrads_own_team_is_no
     assert min(given) <= max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def test_a_kernel_gives_way_to_busy_threads_with_the_same_bits(monkeypatch, rng):
+def _csr(rng, m, n, density):
+    A = rng.standard_normal((m, n)).astype(np.float32) * (rng.random((m, n)) < density)
+    rows, cols = np.nonzero(A)
+    indptr = np.searchsorted(rows, np.arange(m + 1)).astype(np.int64)
+    return A[rows, cols], cols.astype(np.int64), indptr
+
+
+def _calls(rng):
+    """Every public kernel that may open a parallel region, on arguments past WORK_MIN."""
+    from loopgrad.kernels import optim, sparse
+
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    A, W, b, dZ = f32(256, 784), f32(784, 256), f32(256), f32(256, 256)
+    Z = f32(2048, 1024)
+    data, indices, indptr = _csr(rng, 512, 784, 0.05)
+    P = 1 << 21
+    theta, grad, state = f32(P), f32(P), f32(P)
+    return {
+        "dense_forward": lambda: kernels.dense_forward(A, W, b),
+        "dense_backward": lambda: kernels.dense_backward(dZ, A, W),
+        "per_example_weight_grads": lambda: kernels.per_example_weight_grads(A[:64, :256], dZ[:64, :128]),
+        "activation_forward": lambda: kernels.activation_forward("tanh", Z),
+        "activation_backward": lambda: kernels.activation_backward("tanh", Z, Z, np.tanh(Z)),
+        "sparse_dense_forward": lambda: sparse.sparse_dense_forward(data, indices, indptr, W, b),
+        "sparse_weight_grad": lambda: sparse.sparse_weight_grad(data, indices, indptr, 784, dZ[:, :256].repeat(2, 0)),
+        "sgd_update": lambda: optim.sgd_update(theta, grad, state, 0.1, momentum=0.9),
+        "adam_update": lambda: optim.adam_update(theta, grad, state, np.abs(state), 3),
+    }
+
+
+@pytest.mark.parametrize("name", list(_calls(np.random.default_rng(0))))
+def test_every_parallel_kernel_gives_way_to_busy_threads_with_the_same_bits(monkeypatch, name):
     numba = _numba()
     threads = numba.get_num_threads()
-    A = rng.standard_normal((256, 784)).astype(np.float32)
-    W = rng.standard_normal((784, 256)).astype(np.float32)
-    b = rng.standard_normal(256).astype(np.float32)
-    dZ = rng.standard_normal((256, 256)).astype(np.float32)
-    assert 256 * 784 * 256 >= _company.WORK_MIN
-    alone = kernels.dense_forward(A, W, b), kernels.dense_backward(dZ, A, W)
+    call = _calls(np.random.default_rng(1))[name]
+    alone = call()
     counts = []
     real = _company.free_threads
     monkeypatch.setattr(_company, "running_others", lambda: 64)  # every core taken
     monkeypatch.setattr(_company, "free_threads", lambda wanted: counts.append(real(wanted)) or counts[-1])
-    given_way = kernels.dense_forward(A, W, b), kernels.dense_backward(dZ, A, W)
-    assert counts == [1, 1]
+    given_way = call()
+    assert counts == [1]
     assert numba.get_num_threads() == threads  # restored after the call
-    np.testing.assert_array_equal(given_way[0], alone[0])
-    for got, expect in zip(given_way[1], alone[1]):
+    for got, expect in zip(*(x if isinstance(x, tuple) else (x,) for x in (given_way, alone))):
         np.testing.assert_array_equal(got, expect)
 
 

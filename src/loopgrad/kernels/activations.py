@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .. import _checks
+from .. import _checks, _company
 from .._numba import jit, pow2, prange, refuse_in_forked_child, rows_flat
 from ._gemm import ROW_BLOCK
 from ..tables import (
@@ -288,6 +288,7 @@ def _activation_backward_into(code, dA, Z, A, dZ):
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda name, Z: np.size(Z))
 def activation_forward(name, Z):
     """F2 ``A[i,j] = g(Z[i,j])``; F3 for softmax ``A[i,j] = exp(Z[i,j]-M_i) / sum_k exp(Z[i,k]-M_i)``.
 
@@ -303,6 +304,7 @@ def activation_forward(name, Z):
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda name, dA, Z, A: np.size(Z))
 def activation_backward(name, dA, Z, A):
     """B5 ``dZ[i,p] = dA[i,p] * g'(Z[i,p])``; B7 for softmax ``dZ[i,k] = A[i,k] (dA[i,k] - sum_j dA[i,j] A[i,j])``.
 

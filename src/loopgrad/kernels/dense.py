@@ -302,6 +302,7 @@ def dense_backward(dZ, A_prev, W):
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda A_prev, dZ: A_prev.shape[0] * A_prev.shape[1] * dZ.shape[1])
 def per_example_weight_grads(A_prev, dZ):
     """B1 ``dW(i)[j,k] = A_prev[i,j] * dZ[i,k]`` (no 1/m: their mean is B2's dW).
 

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .. import _checks
+from .. import _checks, _company
 from .._numba import FIRST, jit, prange, refuse_in_forked_child
 from ..tables import ADAM_CODE, H_BETA1, H_BETA2, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, N_HYPER
 
@@ -117,6 +117,7 @@ def _optimizer_update_into(opt, theta, grad, state, decay, hyper, t):
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda theta, *args, **kwargs: np.size(theta))
 def sgd_update(theta, grad, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0, decay=None):
     """SGD with momentum on B2/B3 gradients: ``v = mu v + g``, ``theta -= lr (g + mu v if nesterov else v)``,
     with ``g = grad + weight_decay * decay * theta``. With momentum 0 there is no velocity:
@@ -132,6 +133,7 @@ def sgd_update(theta, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda theta, *args, **kwargs: np.size(theta))
 def adam_update(theta, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decay=None):
     """Adam on B2/B3 gradients, bias-corrected at step ``t >= 1``:
     ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``, ``theta -= lr m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps)``.
@@ -147,6 +149,7 @@ def adam_update(theta, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda opt, theta, *args: np.size(theta))
 def optimizer_update(opt, theta, grad, state, decay, hyper, t):
     """The update on B2/B3 gradients that the fused step takes: ``sgd_update`` (``opt`` = 0) or
     ``adam_update`` (``opt`` = 1) with the constants of ``hyper`` (slots in ``loopgrad.tables``) at step ``t >= 1``.

@@ -9,7 +9,7 @@ dense as ever. F1 runs in blocks of rows (each owns its rows of Z); B2 in blocks
 """
 import numpy as np
 
-from .. import _checks
+from .. import _checks, _company
 from .._numba import FIRST, jit, prange, refuse_in_forked_child
 from ._gemm import ROW_BLOCK, SERIAL_WORK
 from .activations import _act_rows_forward
@@ -91,6 +91,7 @@ def _sparse_weight_grad_into(data, indices, indptr, dZ, dW):
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda data, indices, indptr, W, b: np.size(data) * W.shape[1])
 def sparse_dense_forward(data, indices, indptr, W, b):
     """F1 for a CSR input: ``Z[i,k] = sum_j A[i,j] W[j,k] + b[k]`` over the stored entries of row i.
 
@@ -109,6 +110,7 @@ def sparse_dense_forward(data, indices, indptr, W, b):
 
 
 @refuse_in_forked_child
+@_company.shares_cores(lambda data, indices, indptr, n_in, dZ: np.size(data) * dZ.shape[1])
 def sparse_weight_grad(data, indices, indptr, n_in, dZ):
     """B2 for a CSR input: ``dW[j,k] = (1/m) sum_i A[i,j] dZ[i,k]``, each stored entry added into row j.
 
