@@ -8,7 +8,7 @@ threads spinning for about 2^28 cycles (some 0.1 s) after every multithreaded pr
 not yield. Measured on the 2-core Xeon, F1 at 256 x 784 x 256 float32, medians of 150 calls: 0.30-0.34
 ms alone; right after a NumPy product 4.1-7.4 ms on two threads, 0.68 ms on one.
 
-So before each large public dense kernel (``shares_cores``), each chunk of ``fit``'s steps and each
+So before each large call of a public kernel that may run in parallel (``shares_cores``), each chunk of ``fit``'s steps and each
 other compiled call of a model (forward passes, gradients), loopgrad counts the threads of this
 process that are running right now (state R in ``/proc/self/task/<tid>/stat``), other than the caller
 and the OpenMP workers of loopgrad's own teams, and runs on at most (CPUs this process may use - that
@@ -32,7 +32,7 @@ from numba import config
 from ._numba import AOT_BUILD, c_int_function, jit, prange
 
 _TASKS = "/proc/self/task"
-# Public kernels below this many multiply-adds are not checked: the check (a few microseconds) would
+# Public kernel calls below this many multiply-adds (elements, for the elementwise ones) are not checked: the check (a few microseconds) would
 # cost them more than it can save on average. Above it a kernel takes some 30 us or more on two threads.
 WORK_MIN = 1 << 21
 # How often the list of the process's threads is read again (new threads are rare; their states are
