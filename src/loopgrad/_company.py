@@ -8,11 +8,11 @@ threads spinning for about 2^28 cycles (some 0.1 s) after every multithreaded pr
 not yield. Measured on the 2-core Xeon, F1 at 256 x 784 x 256 float32, medians of 150 calls: 0.30-0.34
 ms alone; right after a NumPy product 4.1-7.4 ms on two threads, 0.68 ms on one.
 
-So before each large call of a public kernel that may run in parallel (``shares_cores``), each chunk of ``fit``'s steps and each
-other compiled call of a model (forward passes, gradients), loopgrad counts the threads of this
-process that are running right now (state R in ``/proc/self/task/<tid>/stat``), other than the caller
-and the OpenMP workers of loopgrad's own teams, and runs on at most (CPUs this process may use - that
-count) threads, one at least. The partition is
+So before each large call of a public kernel that may run in parallel (``shares_cores``), each chunk
+of ``fit``'s steps and each other compiled call of a model (forward passes, gradients), loopgrad
+counts the threads of this process that are running right now (state R in
+``/proc/self/task/<tid>/stat``), other than the caller and the OpenMP workers of loopgrad's own teams,
+and runs on at most (CPUs this process may use - that count) threads, one at least. The partition is
 fixed, so the results are the same bits on any number of threads; only the time changes. Linux only
 (elsewhere nothing changes); under ``NUMBA_DISABLE_JIT`` there is nothing parallel to protect.
 
