@@ -32,8 +32,9 @@ from numba import config
 from ._numba import AOT_BUILD, c_int_function, jit, prange
 
 _TASKS = "/proc/self/task"
-# Public kernel calls below this many multiply-adds (elements, for the elementwise ones) are not checked: the check (a few microseconds) would
-# cost them more than it can save on average. Above it a kernel takes some 30 us or more on two threads.
+# Public kernel calls below this many multiply-adds (elements, for the elementwise ones) are not
+# checked: the check (a few microseconds) would cost them more than it can save on average. Above it a
+# kernel takes some 30 us or more on two threads.
 WORK_MIN = 1 << 21
 # How often the list of the process's threads is read again (new threads are rare; their states are
 # read at every check).
@@ -132,6 +133,20 @@ def free_threads(wanted):
     return max(1, min(wanted, len(os.sched_getaffinity(0)) - busy))
 
 
+def on_free_threads(call):
+    """``call()`` with the calling thread's numba thread count cut to ``free_threads`` of it, restored after."""
+    numba = sys.modules["numba"]
+    wanted = numba.get_num_threads()
+    n = free_threads(wanted)
+    if n == wanted:
+        return call()
+    numba.set_num_threads(n)
+    try:
+        return call()
+    finally:
+        numba.set_num_threads(wanted)
+
+
 def shares_cores(work):
     """For public kernels that run parallel regions: run the call on ``free_threads`` threads when
     ``work(*args)`` (its multiply-adds) reaches ``WORK_MIN``. Arguments the kernel's own checks will
@@ -145,16 +160,9 @@ def shares_cores(work):
                 big = work(*args, **kwargs) >= WORK_MIN
             except Exception:  # noqa: BLE001 - not arrays of the expected rank: the kernel raises the clear error
                 big = False
-            numba = sys.modules["numba"]
-            wanted = numba.get_num_threads()
-            n = free_threads(wanted) if big else wanted
-            if n == wanted:
+            if not big:
                 return fn(*args, **kwargs)
-            numba.set_num_threads(n)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                numba.set_num_threads(wanted)
+            return on_free_threads(lambda: fn(*args, **kwargs))
         return call
     return wrap
 

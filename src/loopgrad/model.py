@@ -958,18 +958,7 @@ def _on_compute(module, call):
         return call()
     from . import _company
 
-    def given_way():
-        numba = sys.modules["numba"]
-        wanted = numba.get_num_threads()
-        n = _company.free_threads(wanted)
-        if n == wanted:
-            return call()
-        numba.set_num_threads(n)
-        try:
-            return call()
-        finally:
-            numba.set_num_threads(wanted)
-    return _compute.run(given_way)
+    return _compute.run(lambda: _company.on_free_threads(call))
 
 
 def _numba_kernels(module):
