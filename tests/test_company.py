@@ -53,7 +53,34 @@ class _Busy:
         self.thread.join()
 
 
-def test_a_running_thread_of_the_process_is_counted_and_loopgrads_own_team_is_not():
+@pytest.fixture(params=["syscall", "stat"])
+def state_file(request, monkeypatch):
+    """Each way of reading a thread's state: ``syscall`` (preferred) and ``stat`` (where the first cannot
+    be read), the files of the threads already seen closed so that they are opened again."""
+    def reset():
+        for fd in _company._others.values():
+            _company._close(fd)
+        _company._others.clear()
+        monkeypatch.setattr(_company, "_listed_at", -1.0)
+    monkeypatch.setattr(_company, "_STATE_FILES", ("no-such-file", request.param))
+    monkeypatch.setattr(_company, "_state_file", None)
+    reset()
+    yield request.param
+    reset()
+
+
+def test_the_state_is_read_from_either_file():
+    assert _company._is_running(b"running\n")
+    assert not _company._is_running(b"202 0x7f94653e5ae0 0x189 0x0 0x0 0x0 0xffffffff 0x7f9 0x7f9\n")
+    assert not _company._is_running(b"-1 0x7ffd 0x7f94\n")  # stopped in user space: not R
+    assert _company._is_running(b"8085 (python) R 8041 8041 1294 0 -1")
+    assert not _company._is_running(b"8085 (python) S 8041 8041 1294 0 -1")
+    # a thread's name may hold ") R": the state follows the last ')'
+    assert not _company._is_running(b"8085 (a) R (b)) S 8041 8041")
+    assert not _company._is_running(b"")
+
+
+def test_a_running_thread_of_the_process_is_counted_and_loopgrads_own_team_is_not(state_file):
     threads = _numba().get_num_threads()
     if threads < 2:
         pytest.skip("one numba thread: no team to learn")
@@ -68,6 +95,7 @@ def test_a_running_thread_of_the_process_is_counted_and_loopgrads_own_team_is_no
         seen = [_company.running_others() for _ in range(50)]
         given = [_company.free_threads(threads) for _ in range(50)]
     assert busy.tid not in _company._ours
+    assert _company._state_file == state_file
     assert max(seen) >= 1
     assert min(given) <= max(1, len(os.sched_getaffinity(0)) - 1)
 
