@@ -304,32 +304,15 @@ def packed_task_rows(m, n_cols, itemsize):
 UNALIAS_ROW_BYTES = 4096
 UNALIAS_PAD_BYTES = 64
 UNALIAS_MIN_REUSE = 256
-# Shorter rows alias too: at a stride of a multiple of 512 B (widths 128, 256, 512 in float32) they
-# fall into 8 of L1's 64 sets or fewer, so a chunk's panel of 256 rows cannot stay there. On AVX2
-# (the 2-core EPYC, two threads, in-process, interleaved, medians of 40 calls, copy included), the
-# padded copy made F1 at 1024x784x128 1.11-1.20x faster and B2 at batch 1024 (784x1024x128) 1.17x, at
-# batch 512 1.10x, 784x1024x256 1.09x; at 256 rows (F1 and B2) it lost 6% (the copy runs on one
-# thread) and F1 at 512 rows gained nothing (0.95-0.99x). So there the copy is made for operands of at
-# least UNALIAS_SHORT_MIN rows whose numbers are used at least as often. The AVX-512 Xeon was not
-# measured (its 14-row blocks prefetch B's rows): the rule is AVX2's.
-UNALIAS_SHORT_ROW_BYTES = 512
-UNALIAS_SHORT_MIN = 512
-UNALIAS_SHORT = not WIDE_VECTORS
 
 
 @jit
 def unaliased(B, reuse):
     """An operand of F1 (W) or B2 (A_prev, dZ) as it is, or a copy of it whose rows are
     UNALIAS_PAD_BYTES longer when their stride is a multiple of UNALIAS_ROW_BYTES and each of its
-    numbers is used at least UNALIAS_MIN_REUSE times (``reuse``) by the product, or (on AVX2) a multiple
-    of UNALIAS_SHORT_ROW_BYTES with at least UNALIAS_SHORT_MIN rows and uses; the copy's first
+    numbers is used at least UNALIAS_MIN_REUSE times (``reuse``) by the product; the copy's first
     B.shape[1] columns equal B, the rest are never read."""
-    if B.shape[0] < 2:
-        return B
-    long_rows = reuse >= UNALIAS_MIN_REUSE and B.strides[0] % UNALIAS_ROW_BYTES == 0
-    short_rows = (UNALIAS_SHORT and min(reuse, B.shape[0]) >= UNALIAS_SHORT_MIN
-                  and B.strides[0] % UNALIAS_SHORT_ROW_BYTES == 0)
-    if not (long_rows or short_rows):
+    if reuse < UNALIAS_MIN_REUSE or B.shape[0] < 2 or B.strides[0] % UNALIAS_ROW_BYTES != 0:
         return B
     P = np.empty((B.shape[0], B.shape[1] + UNALIAS_PAD_BYTES // B.itemsize), B.dtype)
     for k in range(B.shape[0]):
