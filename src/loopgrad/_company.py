@@ -13,9 +13,9 @@ of ``fit``'s steps and each other compiled call of a model (forward passes, grad
 counts the threads of this process that are running right now (state R: ``running`` in
 ``/proc/self/task/<tid>/syscall``, or the state field of its ``stat`` where that file cannot be read),
 other than the caller and the OpenMP workers of loopgrad's own teams, and runs on at most (CPUs this
-process may use - that count) threads, one at least. The partition is
-fixed, so the results are the same bits on any number of threads; only the time changes. Linux only
-(elsewhere nothing changes); under ``NUMBA_DISABLE_JIT`` there is nothing parallel to protect.
+process may use - that count) threads, one at least. The partition is fixed, so the results are the
+same bits on any number of threads; only the time changes. Linux only (elsewhere nothing changes);
+under ``NUMBA_DISABLE_JIT`` there is nothing parallel to protect.
 
 What it cannot do: give the core back. On one thread beside a spinning BLAS worker the kernel takes
 about twice its two-thread time; limiting NumPy's BLAS to one thread with threadpoolctl (README, "In
@@ -55,7 +55,7 @@ _state_file = None
 _lock = threading.Lock()
 _ours = set()    # native ids of the threads in loopgrad's OpenMP teams (the thread that opens them too)
 _teams = set()   # (native id of the thread that opens the regions, team size) already recorded
-_others = {}     # native id -> file descriptor of its stat, for every other thread of the process
+_others = {}     # native id -> file descriptor of its state file (_state_file), every other thread
 _listed_at = -1.0
 
 
@@ -211,7 +211,7 @@ def _close(fd):
 
 
 def _forget_in_child():
-    # a forked child has one thread, and the open stat files are its parent's threads'
+    # a forked child has one thread, and the open state files are its parent's threads'
     global _lock, _listed_at
     _lock, _listed_at = threading.Lock(), -1.0
     for fd in _others.values():
