@@ -16,6 +16,24 @@ settings.register_profile("loopgrad", max_examples=40, deadline=None)
 settings.load_profile("loopgrad")
 
 
+# The test command runs two pytest-xdist workers (``-n 2 --dist loadgroup``), because most of a run
+# on an empty kernel cache is numba compiling, on one core. Tests marked ``own_cache`` start processes
+# that compile into caches of their own (a cold start, a read-only install, a corrupted cache); every
+# other test compiles into, or loads from, the session's cache. Each group runs on one worker, side by
+# side: more workers, or the session's tests split between two, would compile the same kernels twice.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "own_cache: the test's processes compile into kernel caches of their own")
+    # registered here too, so that a run without pytest-xdist knows the marker
+    config.addinivalue_line("markers", "xdist_group(name): run the tests of one group on one xdist worker")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the markers
+def pytest_collection_modifyitems(items):
+    for item in items:
+        own = item.get_closest_marker("own_cache") is not None
+        item.add_marker(pytest.mark.xdist_group("own-cache" if own else "session-cache"))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

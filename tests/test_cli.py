@@ -95,6 +95,7 @@ def test_bench_dp_reports_the_ratio_from_fresh_processes(capsys):
         assert "processes: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.own_cache
 def test_cold_start_fills_the_cache_and_a_warm_start_only_reads_it(tmp_path):
     """Cold: a new process with an empty kernel cache compiles and writes it; warm: the next process
     loads every kernel from it and writes nothing. (How long each takes is measured by

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 import loopgrad
 
 KERNELS = pathlib.Path(loopgrad.__file__).parent / "kernels"
@@ -82,6 +84,7 @@ def test_numba_options_live_in_one_place():
     assert '"nnan"' not in text.split('"""')[-1] and '"ninf"' not in text.split('"""')[-1]
 
 
+@pytest.mark.own_cache
 def test_runs_from_a_read_only_install(tmp_path):
     """Copy the package to a read-only folder: the kernels still compile and run (numba falls back to
     a user cache directory)."""

@@ -148,6 +148,7 @@ def _run_small_kernel(cache):
     return subprocess.run([sys.executable, "-c", _SMALL_KERNEL], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.own_cache
 def test_a_corrupted_kernel_cache_heals_with_one_warning(tmp_path):
     first = _run_small_kernel(tmp_path)
     assert first.returncode == 0 and "CacheWarning" not in first.stderr
@@ -163,6 +164,7 @@ def test_a_corrupted_kernel_cache_heals_with_one_warning(tmp_path):
     assert third.returncode == 0 and third.stdout == first.stdout and "CacheWarning" not in third.stderr
 
 
+@pytest.mark.own_cache
 def test_an_unwritable_cache_folder_warns():
     out = _run_small_kernel("/proc/loopgrad-no-cache-here")
     assert out.returncode == 0

@@ -8,6 +8,9 @@ import pytest
 
 from loopgrad import tiers
 
+# every test here runs on one worker: the module's fixture fills a cache of its own (conftest.py)
+pytestmark = pytest.mark.own_cache
+
 MAIN_JOB = [sys.executable, "-m", "loopgrad", "train", "--data", "iris", "--hidden", "8", "--epochs", "15",
             "--quiet"]
 

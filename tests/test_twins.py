@@ -355,6 +355,7 @@ print('ok')
 """
 
 
+@pytest.mark.own_cache
 def test_the_avx2_register_block_on_a_cpu_with_avx512(tmp_path):
     """Each CPU compiles one register block (``_numba.BLOCK_ROWS`` by two ``VECTOR_BITS`` vectors). Where
     the host has AVX-512, numba is told to compile for the same CPU without it, so that the AVX2 block
