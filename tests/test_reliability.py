@@ -164,6 +164,41 @@ def test_a_corrupted_kernel_cache_heals_with_one_warning(tmp_path):
     assert third.returncode == 0 and third.stdout == first.stdout and "CacheWarning" not in third.stderr
 
 
+_PRODUCT = ("import numpy as np\nfrom loopgrad import kernels\nrng = np.random.default_rng(0)\n"
+            "print(kernels.dense_forward(rng.standard_normal((7, 20)), rng.standard_normal((20, 9)), np.zeros(9)).tolist())")
+
+
+@pytest.mark.own_cache
+def test_a_cached_kernel_whose_register_blocks_left_the_cache_compiles_them_again(tmp_path):
+    """The kernels call the register blocks (``_numba.outer_rows``) as a compiled leaf by its symbol;
+    loading a cached kernel registers the leaves its code names first. With the leaves' own entries
+    gone, the next process compiles them again instead of LLVM aborting on an unresolved symbol."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    run = [sys.executable, "-c", _PRODUCT]
+    first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    leaves = [p for p in tmp_path.rglob("*_outer_rows_leaf_*")]
+    assert leaves and any(p.suffix == ".nbc" for p in leaves)
+    for p in leaves:
+        p.unlink()
+    second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout == first.stdout and "Traceback" not in second.stderr
+    assert any(tmp_path.rglob("*_outer_rows_leaf_*.nbc"))  # compiled again and kept
+
+
+def test_the_leaves_a_cached_kernel_names_are_registered():
+    from loopgrad import _numba
+    if not _numba.EXTERN_BLOCKS:
+        pytest.skip("the register blocks are inlined here (JIT off or no cache hook)")
+    symbol = _numba.LEAF_PREFIX + "float64_A"
+    # numba's cache entry: nested tuples around the object code, which names the symbols it calls
+    _numba.register_leaves_in(("name", ("object", [b"\x00call " + symbol.encode() + b"\x00"]), {"k": None}))
+    assert symbol in _numba._leaves
+    from llvmlite import binding
+    assert binding.address_of_symbol(symbol) == _numba._leaves[symbol].address
+
+
 @pytest.mark.own_cache
 def test_an_unwritable_cache_folder_warns():
     out = _run_small_kernel("/proc/loopgrad-no-cache-here")

@@ -103,7 +103,7 @@ def test_tuned_products_match_their_naive_forms(nt_rows, m, k, n, dtype, acc, se
 @given(m=dims, k=st.integers(1, 3 * _gemm.K_CHUNK), n=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
        layout=st.sampled_from(["C", "F", "strided"]), seed=st.integers(0, 2**16))
 def test_outer_product_form_matches_its_naive_form(m, k, n, dtype, layout, seed):
-    """``nn_rows`` (the vector-IR block of ``_numba.outer_block``) against the triple loop: sums longer
+    """``nn_rows`` (the vector-IR block of ``_numba.outer_rows``) against the triple loop: sums longer
     than one chunk of k (K_CHUNK); X row-major as F1 reads A_prev, through a transposed view ('F') as
     B2 reads it, or with no contiguous axis at all (X and B every other column of a wider array: the
     block then takes both strides at run time instead of one as a constant); every number of

@@ -117,9 +117,20 @@ def _kernel_cache_class():
     class _KernelCache(FunctionCache):
         """numba's function cache, stale with any kernel source and healing from unreadable entries."""
 
+        # a kernel's cached code may call the register-block leaves by their symbols (EXTERN_BLOCKS): they
+        # are registered before numba links it (LLVM would abort the process on an unresolved symbol)
+        scans_for_leaves = True
+
         def __init__(self, py_func):
             super().__init__(py_func)
             self._cache_file._source_stamp = stamp
+            rebuild = self._impl.rebuild
+
+            def rebuild_with_leaves(target_context, payload):
+                if self.scans_for_leaves and EXTERN_BLOCKS:
+                    register_leaves_in(payload)
+                return rebuild(target_context, payload)
+            self._impl.rebuild = rebuild_with_leaves
 
         def load_overload(self, sig, target_context):
             try:
@@ -188,8 +199,11 @@ def jit(fn=None, *, parallel=False, inline=False, exact=False):
         if _KERNEL_CACHE is not None and not config.DISABLE_JIT and not AOT_BUILD:
             try:
                 dispatcher._cache = _KERNEL_CACHE(dispatcher.py_func)
-            except Exception:  # noqa: BLE001 - e.g. no writable cache location: numba's own handling
-                pass
+            except Exception:  # noqa: BLE001 - e.g. no writable cache location
+                # numba's own cache would link cached code without registering the leaves it calls
+                from numba.core.caching import NullCache
+
+                dispatcher._cache = NullCache()
         return dispatcher
     return compile_ if fn is None else compile_(fn)
 
@@ -427,7 +441,7 @@ def _wide_vector_registers():
         return True
 
 
-# The register block of ``outer_block`` for the CPU numba compiles for (numba's disk cache and the
+# The register block of ``outer_rows`` for the CPU numba compiles for (numba's disk cache and the
 # ahead-of-time module are both kept per CPU, so compiled code always matches this choice): at most
 # BLOCK_ROWS rows by two vectors.
 # - AVX2 (16 registers of 256 bits): 6 rows by two 256-bit vectors, 12 accumulators + 3 operands.
@@ -441,7 +455,6 @@ def _wide_vector_registers():
 WIDE_VECTORS = _wide_vector_registers()
 VECTOR_BITS = 512 if WIDE_VECTORS else 256
 BLOCK_ROWS = 14 if WIDE_VECTORS else 6
-MAX_BLOCK_ROWS = 14
 # A register block of at least PREFETCH_MIN_ROWS rows asks for B's row k + PREFETCH_K while it works on row k
 # (``llvm.prefetch`` into L1): those blocks are the large products', whose B (a panel from L2, or W's rows at
 # their stride) the hardware prefetchers bring in late; the smaller blocks of small batches find B in L1.
@@ -454,11 +467,10 @@ MAX_BLOCK_ROWS = 14
 PREFETCH_K = 12
 PREFETCH_MIN_ROWS = 9
 
-def _outer_block_intrinsic():
-    """``outer_block(X, B, C, i, j, cols, k0, k1, add, R)``: the register block of the matrix product
-    C[i + r, j:j + cols] (+)= sum_{k0 <= k < k1} X[i + r, k] * B[k, j:j + cols] for r < R, with
-    1 <= cols <= 2 w, w = VECTOR_BITS / the dtype's bits (8 float32, 4 float64 on AVX2), R in
-    1..MAX_BLOCK_ROWS a constant (up to BLOCK_ROWS in the tuned products).
+def _outer_rows_intrinsics():
+    """``outer_rows(X, B, C, i, r, j, cols, k0, k1, add)``: the register block of the matrix product
+    C[i + s, j:j + cols] (+)= sum_{k0 <= k < k1} X[i + s, k] * B[k, j:j + cols] for s < r, with
+    1 <= cols <= 2 w, w = VECTOR_BITS / the dtype's bits (8 float32, 4 float64 on AVX2), 1 <= r <= BLOCK_ROWS.
     B's and C's rows are read and written as whole vectors: the caller sees that they are contiguous.
 
     Written in LLVM vector IR because numba's loops leave the block to LLVM's vectorisers, which on
@@ -472,141 +484,277 @@ def _outer_block_intrinsic():
     to C instead of overwriting it (a later chunk of k). A block of PREFETCH_MIN_ROWS rows or more also
     prefetches B's row k + PREFETCH_K, which changes no number. With the JIT off, NumPy computes the same
     block.
+
+    Compiled once, called by every kernel: the blocks for every r (a switch over r, each case with its
+    k loops for one or two vectors, whole or masked) are one function per dtype and X's layout
+    (``_outer_rows_leaf``), a C function the kernels call by its symbol. numba otherwise copies a
+    callee's code into every caller's module and has LLVM optimise and emit it again there, once per
+    level of calls; inlined, these blocks made up most of each kernel's compile (a cold ``dense_forward``
+    went through some twenty modules of about 20,000 instructions each, 17,000 of them the blocks).
+    Where numba's cache cannot be hooked (``_KERNEL_CACHE`` is None) or in the ahead-of-time build, the
+    kernels inline the blocks as before.
     """
     if config.DISABLE_JIT:
-        def outer_block(X, B, C, i, j, cols, k0, k1, add, R):
+        def outer_rows(X, B, C, i, r, j, cols, k0, k1, add):
             # k in order, one rank-1 update at a time, as the compiled block sums: a BLAS product's bits
-            # would depend on the operands' layout (packed or not) and on R
-            block = np.zeros((R, cols), C.dtype)
+            # would depend on the operands' layout (packed or not) and on r
+            r = min(max(r, 1), BLOCK_ROWS)
+            block = np.zeros((r, cols), C.dtype)
             for k in range(k0, k1):
-                block += X[i:i + R, k:k + 1] * B[k, j:j + cols]
-            C[i:i + R, j:j + cols] = C[i:i + R, j:j + cols] + block if add else block
-        return outer_block
+                block += X[i:i + r, k:k + 1] * B[k, j:j + cols]
+            C[i:i + r, j:j + cols] = C[i:i + r, j:j + cols] + block if add else block
+        return outer_rows, None
     from llvmlite import ir
     from numba.core import cgutils, types
     from numba.core.extending import intrinsic
 
     i32, i64 = ir.IntType(32), ir.IntType(64)
     i8p = ir.IntType(8).as_pointer()
+    # the leaf's C signature: X's base, row and column strides (bytes); B's base and row stride; C's;
+    # then i, r, j, cols, k0, k1 and add (0 or 1)
+    leaf_type = ir.FunctionType(ir.VoidType(), [i8p, i64, i64, i8p, i64, i8p, i64] + [i64] * 7)
+    layouts = "CFA"
+
+    def emit_block(context, builder, dtype, xp, bp, cp, i_, j_, cols_, k0_, k1_, add_, rows):
+        # xp, bp, cp: (base as i8*, row stride, column stride), strides in bytes
+        fty = context.get_value_type(dtype)
+        size, bits = dtype.bitwidth // 8, dtype.bitwidth
+        w = VECTOR_BITS // bits
+        # mask lanes as wide as the numbers (vmaskmovps takes 32-bit lanes): built from 64-bit lanes,
+        # the mask cost a compare and pack sequence that LLVM redid inside the k loop
+        lane_int = ir.IntType(bits)
+        vty, mty, lty = ir.VectorType(fty, w), ir.VectorType(ir.IntType(1), w), ir.VectorType(lane_int, w)
+        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                                 f"llvm.fmuladd.v{w}f{bits}")
+        masked_load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
+            f"llvm.masked.load.v{w}f{bits}.p0")
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        masked_store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
+            f"llvm.masked.store.v{w}f{bits}.p0")
+
+        def at(array, r, col, ty):
+            base, s0, s1 = array
+            offset = builder.add(builder.mul(r, s0), builder.mul(col, s1))
+            return builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
+
+        def splat(value, ty):
+            undef = ir.Constant(ty, ir.Undefined)
+            return builder.shuffle_vector(builder.insert_element(undef, value, lane0), undef,
+                                          ir.Constant(ir.VectorType(i32, w), [0] * w))
+
+        row = [builder.add(i_, ir.Constant(i64, r)) for r in range(rows)]
+        col = [builder.add(j_, ir.Constant(i64, h * w)) for h in range(2)]
+        lane0 = ir.Constant(i32, 0)
+        zero = ir.Constant(vty, None)
+        align = ir.Constant(i32, size)
+
+        def block(nvec, masked):
+            # the lanes of the last vector that lie inside the block's cols (the vectors before it are whole)
+            last = nvec - 1
+            left = builder.sub(cols_, ir.Constant(i64, last * w))
+            if bits < 64:
+                left = builder.trunc(left, lane_int)
+            mask = builder.icmp_signed("<", ir.Constant(lty, list(range(w))), splat(left, lty)) if masked else None
+
+            def load(ptr, h):
+                if masked and h == last:
+                    return builder.call(masked_load, [ptr, align, mask, zero])
+                return builder.load(ptr, align=size)
+
+            # accumulators in stack slots, which LLVM promotes to registers
+            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nvec)] for _ in range(rows)]
+            with cgutils.for_range_slice(builder, k0_, k1_, ir.Constant(i64, 1)) as (k, _):
+                bk = [load(at(bp, k, col[h], vty), h) for h in range(nvec)]
+                if rows >= PREFETCH_MIN_ROWS:
+                    # B's row k + PREFETCH_K into L1 (read, keep, data); a prefetch never faults, so past B's
+                    # last row it is only wasted
+                    ahead = builder.add(k, ir.Constant(i64, PREFETCH_K))
+                    for h in range(nvec):
+                        ptr = builder.bitcast(at(bp, ahead, col[h], vty), i8p)
+                        builder.call(prefetch, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                for r in range(rows):
+                    xs = splat(builder.load(at(xp, row[r], k, fty)), vty)
+                    for h in range(nvec):
+                        # C[i+r, j+h*w : j+(h+1)*w] += X[i+r,k] * B[k, j+h*w : j+(h+1)*w]
+                        builder.store(builder.call(fmuladd, [xs, bk[h], builder.load(acc[r][h])]), acc[r][h])
+            for r in range(rows):
+                for h in range(nvec):
+                    ptr = at(cp, row[r], col[h], vty)
+                    with builder.if_then(add_):
+                        builder.store(builder.fadd(builder.load(acc[r][h]), load(ptr, h)), acc[r][h])
+                    total = builder.load(acc[r][h])
+                    if masked and h == last:
+                        builder.call(masked_store, [total, ptr, align, mask])
+                    else:
+                        builder.store(total, ptr, align=size)
+
+        # one k loop per case, chosen once per block: two vectors or one, whole or ending in a masked one
+        with builder.if_else(builder.icmp_signed(">", cols_, ir.Constant(i64, w))) as (two, one):
+            for nvec, branch in ((2, two), (1, one)):
+                with branch:
+                    whole = builder.icmp_signed("==", cols_, ir.Constant(i64, nvec * w))
+                    with builder.if_else(whole) as (unmasked, masked):
+                        with unmasked:
+                            block(nvec, False)
+                        with masked:
+                            block(nvec, True)
+
+    def emit_rows(context, builder, dtype, xp, bp, cp, i_, r_, j_, cols_, k0_, k1_, add_):
+        # one block per row count, r clamped into 1..BLOCK_ROWS (the callers never pass others)
+        one, most = ir.Constant(i64, 1), ir.Constant(i64, BLOCK_ROWS)
+        r_ = builder.select(builder.icmp_signed("<", r_, one), one, r_)
+        r_ = builder.select(builder.icmp_signed(">", r_, most), most, r_)
+        fn = builder.function
+        end = fn.append_basic_block("outer_rows.end")
+        cases = [fn.append_basic_block(f"outer_rows.r{rows}") for rows in range(1, BLOCK_ROWS + 1)]
+        switch = builder.switch(r_, cases[-1])
+        for rows, case in enumerate(cases[:-1], 1):
+            switch.add_case(ir.Constant(i64, rows), case)
+        for rows, case in enumerate(cases, 1):
+            builder.position_at_end(case)
+            emit_block(context, builder, dtype, xp, bp, cp, i_, j_, cols_, k0_, k1_, add_, rows)
+            builder.branch(end)
+        builder.position_at_end(end)
+
+    def array_parts(context, builder, aty, value):
+        a = context.make_array(aty)(context, builder, value)
+        s0, s1 = cgutils.unpack_tuple(builder, a.strides, 2)
+        size = ir.Constant(i64, aty.dtype.bitwidth // 8)
+        # a contiguous axis's stride as a constant: the loads then share one moving index instead of a
+        # chain of pointer additions per k (X read as X.T is 'F')
+        if aty.layout == "C":
+            s1 = size
+        elif aty.layout == "F":
+            s0 = size
+        return builder.bitcast(a.data, i8p), s0, s1
+
+    def typed_ok(X, B, C, add):
+        arrays = (X, B, C)
+        return (all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == C.dtype for a in arrays)
+                and C.dtype in (types.float32, types.float64) and isinstance(add, types.Boolean))
+
+    def int64_args(context, builder, sig, args):
+        return [context.cast(builder, v, t, types.int64) for v, t in zip(args, sig.args)]
 
     @intrinsic
-    def outer_block(typingctx, X, B, C, i, j, cols, k0, k1, add, R):
-        arrays = (X, B, C)
-        if not all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == C.dtype for a in arrays):
+    def outer_rows(typingctx, X, B, C, i, r, j, cols, k0, k1, add):
+        if not typed_ok(X, B, C, add):
             return None
-        if C.dtype not in (types.float32, types.float64):
-            return None
-        if not isinstance(R, types.IntegerLiteral) or not 1 <= R.literal_value <= MAX_BLOCK_ROWS:
-            return None
-        if not isinstance(add, types.Boolean):
-            return None
-        rows = R.literal_value
+        symbol = _outer_rows_leaf(str(C.dtype), X.layout) if EXTERN_BLOCKS else None
 
         def codegen(context, builder, sig, args):
-            x, b, c, i_, j_, cols_, k0_, k1_, add_ = args[:9]
-            fty = context.get_value_type(C.dtype)
-            size, bits = C.dtype.bitwidth // 8, C.dtype.bitwidth
-            w = VECTOR_BITS // bits
-            # mask lanes as wide as the numbers (vmaskmovps takes 32-bit lanes): built from 64-bit lanes,
-            # the mask cost a compare and pack sequence that LLVM redid inside the k loop
-            lane_int = ir.IntType(bits)
-            vty, mty, lty = ir.VectorType(fty, w), ir.VectorType(ir.IntType(1), w), ir.VectorType(lane_int, w)
-            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                                     f"llvm.fmuladd.v{w}f{bits}")
-            masked_load = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
-                f"llvm.masked.load.v{w}f{bits}.p0")
-            prefetch = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-            masked_store = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
-                f"llvm.masked.store.v{w}f{bits}.p0")
-
-            def parts(aty, value):
-                a = context.make_array(aty)(context, builder, value)
-                s0, s1 = cgutils.unpack_tuple(builder, a.strides, 2)
-                # a contiguous axis's stride as a constant: the loads then share one moving index
-                # instead of a chain of pointer additions per k (X read as X.T is 'F')
-                if aty.layout == "C":
-                    s1 = ir.Constant(i64, size)
-                elif aty.layout == "F":
-                    s0 = ir.Constant(i64, size)
-                return builder.bitcast(a.data, i8p), s0, s1
-
-            def at(array, r, col, ty):
-                base, s0, s1 = array
-                offset = builder.add(builder.mul(r, s0), builder.mul(col, s1))  # strides are in bytes
-                return builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
-
-            def splat(value, ty):
-                undef = ir.Constant(ty, ir.Undefined)
-                return builder.shuffle_vector(builder.insert_element(undef, value, lane0), undef,
-                                              ir.Constant(ir.VectorType(i32, w), [0] * w))
-
-            xp, bp, cp = parts(X, x), parts(B, b), parts(C, c)
-            row = [builder.add(i_, ir.Constant(i64, r)) for r in range(rows)]
-            col = [builder.add(j_, ir.Constant(i64, h * w)) for h in range(2)]
-            lane0 = ir.Constant(i32, 0)
-            zero = ir.Constant(vty, None)
-            align = ir.Constant(i32, size)
-
-            def block(nvec, masked):
-                # the lanes of the last vector that lie inside the block's cols (the vectors before it are whole)
-                last = nvec - 1
-                left = builder.sub(cols_, ir.Constant(i64, last * w))
-                if bits < 64:
-                    left = builder.trunc(left, lane_int)
-                mask = builder.icmp_signed("<", ir.Constant(lty, list(range(w))), splat(left, lty)) if masked else None
-
-                def load(ptr, h):
-                    if masked and h == last:
-                        return builder.call(masked_load, [ptr, align, mask, zero])
-                    return builder.load(ptr, align=size)
-
-                # accumulators in stack slots, which LLVM promotes to registers
-                acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nvec)] for _ in range(rows)]
-                with cgutils.for_range_slice(builder, k0_, k1_, ir.Constant(i64, 1)) as (k, _):
-                    bk = [load(at(bp, k, col[h], vty), h) for h in range(nvec)]
-                    if rows >= PREFETCH_MIN_ROWS:
-                        # B's row k + PREFETCH_K into L1 (read, keep, data); a prefetch never faults, so past B's
-                        # last row it is only wasted
-                        ahead = builder.add(k, ir.Constant(i64, PREFETCH_K))
-                        for h in range(nvec):
-                            ptr = builder.bitcast(at(bp, ahead, col[h], vty), i8p)
-                            builder.call(prefetch, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-                    for r in range(rows):
-                        xs = splat(builder.load(at(xp, row[r], k, fty)), vty)
-                        for h in range(nvec):
-                            # C[i+r, j+h*w : j+(h+1)*w] += X[i+r,k] * B[k, j+h*w : j+(h+1)*w]
-                            builder.store(builder.call(fmuladd, [xs, bk[h], builder.load(acc[r][h])]), acc[r][h])
-                for r in range(rows):
-                    for h in range(nvec):
-                        ptr = at(cp, row[r], col[h], vty)
-                        with builder.if_then(add_):
-                            builder.store(builder.fadd(builder.load(acc[r][h]), load(ptr, h)), acc[r][h])
-                        total = builder.load(acc[r][h])
-                        if masked and h == last:
-                            builder.call(masked_store, [total, ptr, align, mask])
-                        else:
-                            builder.store(total, ptr, align=size)
-
-            # one k loop per case, chosen once per block: two vectors or one, whole or ending in a masked one
-            with builder.if_else(builder.icmp_signed(">", cols_, ir.Constant(i64, w))) as (two, one):
-                for nvec, branch in ((2, two), (1, one)):
-                    with branch:
-                        whole = builder.icmp_signed("==", cols_, ir.Constant(i64, nvec * w))
-                        with builder.if_else(whole) as (unmasked, masked):
-                            with unmasked:
-                                block(nvec, False)
-                            with masked:
-                                block(nvec, True)
+            x, b, c = args[:3]
+            ints = int64_args(context, builder, sig.replace(args=sig.args[3:9]), args[3:9])
+            xp, bp, cp = [array_parts(context, builder, t, v) for t, v in zip(sig.args[:3], (x, b, c))]
+            if symbol is None:
+                emit_rows(context, builder, C.dtype, xp, bp, cp, *ints, args[9])
+            else:
+                leaf = cgutils.get_or_insert_function(builder.module, leaf_type, symbol)
+                builder.call(leaf, [*xp, *bp[:2], *cp[:2], *ints, builder.zext(args[9], i64)])
             return context.get_dummy_value()
-        return types.void(X, B, C, i, j, cols, k0, k1, add, R), codegen
+        return types.void(X, B, C, i, r, j, cols, k0, k1, add), codegen
 
-    return outer_block
+    @intrinsic
+    def outer_rows_raw(typingctx, x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add, layout):
+        # the leaf's body: the arrays as pointers and byte strides (B's and C's rows contiguous)
+        if not (isinstance(x, types.CPointer) and x.dtype in (types.float32, types.float64)
+                and isinstance(layout, types.IntegerLiteral)):
+            return None
+        dtype, code = x.dtype, layout.literal_value
+
+        def codegen(context, builder, sig, args):
+            size = ir.Constant(i64, dtype.bitwidth // 8)
+            xp_, xs0_, xs1_, bp_, bs0_, cp_, cs0_ = args[:7]
+            if layouts[code] == "C":
+                xs1_ = size
+            elif layouts[code] == "F":
+                xs0_ = size
+            add_ = builder.icmp_signed("!=", args[13], ir.Constant(i64, 0))
+            emit_rows(context, builder, dtype, (builder.bitcast(xp_, i8p), xs0_, xs1_),
+                      (builder.bitcast(bp_, i8p), bs0_, size), (builder.bitcast(cp_, i8p), cs0_, size),
+                      *args[7:13], add_)
+            return context.get_dummy_value()
+        return types.void(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add, layout), codegen
+
+    return outer_rows, outer_rows_raw
 
 
-outer_block = _outer_block_intrinsic()
+# Whether the kernels call the register blocks as compiled leaves (``_outer_rows_leaf``) instead of
+# inlining them: a cached kernel then needs its leaves' symbols registered before numba links it, which
+# ``_KernelCache`` sees to; without that hook, in the ahead-of-time build, or with the JIT off, they inline.
+EXTERN_BLOCKS = _KERNEL_CACHE is not None and not AOT_BUILD and not config.DISABLE_JIT
+outer_rows, outer_rows_raw = _outer_rows_intrinsics()
+
+
+# the leaves' bodies, one per layout of X (0 'C', 1 'F', 2 'A'): its contiguous axis's stride is a constant
+def _outer_rows_leaf_c(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add):
+    outer_rows_raw(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add, 0)
+
+
+def _outer_rows_leaf_f(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add):
+    outer_rows_raw(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add, 1)
+
+
+def _outer_rows_leaf_a(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add):
+    outer_rows_raw(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add, 2)
+
+
+_LEAF_BODIES = {"C": _outer_rows_leaf_c, "F": _outer_rows_leaf_f, "A": _outer_rows_leaf_a}
+LEAF_PREFIX = "loopgrad_outer_rows_"
+_leaves = {}  # symbol -> its compiled C function (kept alive: the kernels call into its code)
+
+
+def _outer_rows_leaf(dtype, layout):
+    """The symbol of the compiled register blocks for X of ``layout`` ('C', 'F' or 'A') and ``dtype``
+    ('float32' or 'float64'), compiled (or loaded from the disk cache) and registered with LLVM on first
+    use in the process."""
+    symbol = f"{LEAF_PREFIX}{dtype}_{layout}"
+    if symbol in _leaves:
+        return symbol
+    from llvmlite import binding
+    from numba.core import types
+    from numba.core.ccallback import CFunc
+    from numba.core.compiler_lock import global_compiler_lock
+
+    with global_compiler_lock:
+        if symbol in _leaves:
+            return symbol
+        pointer = types.CPointer(getattr(types, dtype))
+        sig = types.void(pointer, types.int64, types.int64, pointer, types.int64, pointer, *[types.int64] * 8)
+        leaf = CFunc(_LEAF_BODIES[layout], (sig.args, sig.return_type), locals={},
+                     options=dict(nogil=True, error_model="numpy"))
+        try:
+            leaf._cache = _KERNEL_CACHE(leaf._pyfunc)
+            leaf._cache.scans_for_leaves = False
+        except Exception:  # noqa: BLE001 - no cache location: compile it in this process only
+            pass
+        leaf.compile()
+        binding.add_symbol(symbol, leaf.address)
+        _leaves[symbol] = leaf
+    return symbol
+
+
+def register_leaves_in(payload):
+    """Compile or load, and register, every register-block leaf that a cached kernel's compiled code
+    (``payload``, numba's cache entry) calls: LLVM must resolve the symbols when numba links it."""
+    import re
+
+    pattern = re.compile(rb"loopgrad_outer_rows_(float32|float64)_([CFA])")
+    found = set()
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            found.update(pattern.findall(bytes(item)))
+        elif isinstance(item, (tuple, list)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    for dtype, layout in sorted(found):
+        _outer_rows_leaf(dtype.decode(), layout.decode())
 
 
 def _transpose_tile_intrinsic():

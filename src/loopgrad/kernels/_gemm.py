@@ -9,7 +9,7 @@ How the tuned forms get their speed (see the README for the figures):
 - "outer-product" form (``nn_rows``, F1 and B2): a block of up to BLOCK_ROWS rows by two vectors of C
   (6 by two 256-bit vectors on AVX2, 14 by two 512-bit ones on AVX-512: ``_numba``; a task's rows cut
   into blocks of nearly equal rows, ``row_blocks``) stays in registers while k runs, and each k adds
-  X[i+r,k] times a row of B to it (``_numba.outer_block``, written in LLVM's vector IR; a last vector
+  X[i+r,k] times a row of B to it (``_numba.outer_rows``, written in LLVM's vector IR; a last vector
   that the row ends inside is masked). Neither operand is copied or transposed: F1 reads W as stored,
   B2 reads A_prev in place as A_prev.T.
 - "dot" form (``nt_rows``, B4): both operands contiguous along k, a 4 x 4 (AVX-512) or 4 x 3
@@ -27,7 +27,7 @@ How the tuned forms get their speed (see the README for the figures):
 import numpy as np
 
 from .. import layout
-from .._numba import BLOCK_ROWS, VECTOR_BITS, WIDE_VECTORS, jit, outer_block, pool_threads, transpose_tile
+from .._numba import BLOCK_ROWS, VECTOR_BITS, WIDE_VECTORS, jit, outer_rows, pool_threads, transpose_tile
 from .. import tables
 from ..tables import K_CHUNK  # noqa: F401  (the chunk rule's bound; re-exported for the tests)
 
@@ -52,40 +52,6 @@ def k_chunking(K):
 
 
 @jit
-def _outer_rows(X, B, C, i, r, j, cols, k0, k1, add):
-    # outer_block wants its number of rows as a constant: one specialisation per count (up to BLOCK_ROWS, which
-    # ``row_blocks`` never exceeds)
-    if r >= 14:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 14)
-    elif r == 13:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 13)
-    elif r == 12:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 12)
-    elif r == 11:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 11)
-    elif r == 10:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 10)
-    elif r == 9:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 9)
-    elif r == 8:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 8)
-    elif r == 7:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 7)
-    elif r == 6:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 6)
-    elif r == 5:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 5)
-    elif r == 4:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 4)
-    elif r == 3:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 3)
-    elif r == 2:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 2)
-    else:
-        outer_block(X, B, C, i, j, cols, k0, k1, add, 1)
-
-
-@jit
 def row_blocks(n):
     """How ``nn_rows_chunks`` and ``nn_packed_rows`` (F1, B2, B4) cut n rows of C into register blocks:
     (count, rows, extra), count = ceil(n / BLOCK_ROWS) blocks, the first ``extra`` of rows + 1 rows and the
@@ -102,7 +68,7 @@ def nn_rows(X, B, C, i0, i1):
     """C[i,:] = sum_k X[i,k] * B[k,:C.shape[1]] for rows i0 <= i < i1 (overwrites C's rows): the product of F1
     (X = A_prev, B = W) and B2 (X = A_prev.T, B = dZ), with no transposed copy of either.
 
-    The "outer-product" form: ``outer_block`` keeps a block of BLOCK_ROWS rows by two vectors of C in
+    The "outer-product" form: ``outer_rows`` keeps a block of BLOCK_ROWS rows by two vectors of C in
     registers and adds X[i+r,k] times B's row k to it for each k; X may be any layout (it is read
     one scalar at a time). The last block of columns may end inside a vector (masked). Where B's or
     C's rows are not contiguous, a plain loop sums every column instead. k runs in the chunks of
@@ -136,7 +102,7 @@ def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
         for j in range(0, N, width):
             for rb in range(n_blocks):
                 i = i0 + rb * rows + min(rb, extra)
-                _outer_rows(X, B, C, i, rows + 1 if rb < extra else rows, j, min(width, N - j), k0, k1, add)
+                outer_rows(X, B, C, i, rows + 1 if rb < extra else rows, j, min(width, N - j), k0, k1, add)
 
 
 # Rows of B per parallel task of the packing where B's rows are contiguous.
@@ -239,7 +205,7 @@ def nn_packed_rows(X, P, C, i0, i1):
     """``nn_rows`` (C[i,:] = sum_k X[i,k] B[k,:] for rows i0 <= i < i1; F1, B2, B4) over packed operands: P holds
     every panel of B (``pack_panel_rows``), and these rows of X are packed here, chunk by chunk of k
     (``pack_rows``). The same multiply-adds in the same order as ``nn_rows`` (each chunk of k summed
-    from zero by ``outer_block``, then added to the sum so far), so the same bits; only where the
+    from zero by ``outer_rows``, then added to the sum so far), so the same bits; only where the
     operands are read from, and how many rows a register block holds (up to BLOCK_ROWS), differ.
 
     Chunks of k outermost: a chunk's rows of X are packed (``pack_rows``) into a scratch that stays in L2 and
@@ -268,7 +234,7 @@ def nn_packed_rows(X, P, C, i0, i1):
                 block = T[rb, :k1 - k0].T
                 for jb in range(jc, min(P.shape[0], jc + PASS_PANELS)):
                     j = jb * w
-                    _outer_rows(block, P[jb, k0:k1], C[i:, j:], 0, r, 0, min(w, N - j), 0, k1 - k0, add)
+                    outer_rows(block, P[jb, k0:k1], C[i:, j:], 0, r, 0, min(w, N - j), 0, k1 - k0, add)
 
 
 @jit
