@@ -236,5 +236,5 @@ def describe(dtype, n_params=None):
     if loops_backend(dtype, n_params) is network:
         return None
     return (f"First run on this machine: the tuned loop kernels for {dtype} are compiling in the background "
-            f"(several minutes on 2 cores, once); this run trains with their NumPy twin (same results within the twin "
+            f"(a few minutes on 2 cores, once); this run trains with their NumPy twin (same results within the twin "
             f"tolerance).")
