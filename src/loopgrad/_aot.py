@@ -146,6 +146,28 @@ def _build_here(dtype):
 
     pycc_compiler.Flags = _ReleaseGil
 
+    from llvmlite import binding
+    from numba.core import codegen as numba_codegen
+
+    from . import _numba
+
+    finalize = numba_codegen.AOTCodeLibrary.finalize
+
+    def finalize_with_leaves(library):
+        # the kernels call the register blocks by their symbols (``_numba.outer_rows``): the module's one
+        # library defines them, hidden, so that the module needs nothing from outside it
+        if _numba.EXTERN_BLOCKS and library.name == module_name(dtype):
+            leaves = library.create_ir_module("leaves")
+            _numba.define_leaves(leaves)
+            parsed = binding.parse_assembly(str(leaves))
+            for fn in parsed.functions:
+                if fn.name.startswith(_numba.LEAF_PREFIX):
+                    fn.visibility = "hidden"
+            library.add_llvm_module(parsed)
+        finalize(library)
+
+    numba_codegen.AOTCodeLibrary.finalize = finalize_with_leaves
+
     from . import layout
     from .kernels import network
 

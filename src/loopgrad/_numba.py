@@ -503,7 +503,7 @@ def _outer_rows_intrinsics():
             for k in range(k0, k1):
                 block += X[i:i + r, k:k + 1] * B[k, j:j + cols]
             C[i:i + r, j:j + cols] = C[i:i + r, j:j + cols] + block if add else block
-        return outer_rows, None
+        return outer_rows, None, None
     from llvmlite import ir
     from numba.core import cgutils, types
     from numba.core.extending import intrinsic
@@ -515,10 +515,10 @@ def _outer_rows_intrinsics():
     leaf_type = ir.FunctionType(ir.VoidType(), [i8p, i64, i64, i8p, i64, i8p, i64] + [i64] * 7)
     layouts = "CFA"
 
-    def emit_block(context, builder, dtype, xp, bp, cp, i_, j_, cols_, k0_, k1_, add_, rows):
+    def emit_block(builder, dtype, xp, bp, cp, i_, j_, cols_, k0_, k1_, add_, rows):
         # xp, bp, cp: (base as i8*, row stride, column stride), strides in bytes
-        fty = context.get_value_type(dtype)
         size, bits = dtype.bitwidth // 8, dtype.bitwidth
+        fty = ir.FloatType() if bits == 32 else ir.DoubleType()
         w = VECTOR_BITS // bits
         # mask lanes as wide as the numbers (vmaskmovps takes 32-bit lanes): built from 64-bit lanes,
         # the mask cost a compare and pack sequence that LLVM redid inside the k loop
@@ -602,7 +602,7 @@ def _outer_rows_intrinsics():
                         with masked:
                             block(nvec, True)
 
-    def emit_rows(context, builder, dtype, xp, bp, cp, i_, r_, j_, cols_, k0_, k1_, add_):
+    def emit_rows(builder, dtype, xp, bp, cp, i_, r_, j_, cols_, k0_, k1_, add_):
         # one block per row count, r clamped into 1..BLOCK_ROWS (the callers never pass others)
         one, most = ir.Constant(i64, 1), ir.Constant(i64, BLOCK_ROWS)
         r_ = builder.select(builder.icmp_signed("<", r_, one), one, r_)
@@ -615,7 +615,7 @@ def _outer_rows_intrinsics():
             switch.add_case(ir.Constant(i64, rows), case)
         for rows, case in enumerate(cases, 1):
             builder.position_at_end(case)
-            emit_block(context, builder, dtype, xp, bp, cp, i_, j_, cols_, k0_, k1_, add_, rows)
+            emit_block(builder, dtype, xp, bp, cp, i_, j_, cols_, k0_, k1_, add_, rows)
             builder.branch(end)
         builder.position_at_end(end)
 
@@ -650,7 +650,7 @@ def _outer_rows_intrinsics():
             ints = int64_args(context, builder, sig.replace(args=sig.args[3:9]), args[3:9])
             xp, bp, cp = [array_parts(context, builder, t, v) for t, v in zip(sig.args[:3], (x, b, c))]
             if symbol is None:
-                emit_rows(context, builder, C.dtype, xp, bp, cp, *ints, args[9])
+                emit_rows(builder, C.dtype, xp, bp, cp, *ints, args[9])
             else:
                 leaf = cgutils.get_or_insert_function(builder.module, leaf_type, symbol)
                 builder.call(leaf, [*xp, *bp[:2], *cp[:2], *ints, builder.zext(args[9], i64)])
@@ -673,20 +673,40 @@ def _outer_rows_intrinsics():
             elif layouts[code] == "F":
                 xs0_ = size
             add_ = builder.icmp_signed("!=", args[13], ir.Constant(i64, 0))
-            emit_rows(context, builder, dtype, (builder.bitcast(xp_, i8p), xs0_, xs1_),
+            emit_rows(builder, dtype, (builder.bitcast(xp_, i8p), xs0_, xs1_),
                       (builder.bitcast(bp_, i8p), bs0_, size), (builder.bitcast(cp_, i8p), cs0_, size),
                       *args[7:13], add_)
             return context.get_dummy_value()
         return types.void(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add, layout), codegen
 
-    return outer_rows, outer_rows_raw
+    def define_leaves(module):
+        """Define every leaf (both dtypes, the three layouts of X) in the llvmlite ``module``, under the
+        symbols the kernels call: for the ahead-of-time module, which must hold them itself."""
+        for dtype in (types.float32, types.float64):
+            size = ir.Constant(i64, dtype.bitwidth // 8)
+            for layout in layouts:
+                fn = ir.Function(module, leaf_type, f"{LEAF_PREFIX}{dtype}_{layout}")
+                builder = ir.IRBuilder(fn.append_basic_block("entry"))
+                xp_, xs0_, xs1_, bp_, bs0_, cp_, cs0_ = fn.args[:7]
+                if layout == "C":
+                    xs1_ = size
+                elif layout == "F":
+                    xs0_ = size
+                add_ = builder.icmp_signed("!=", fn.args[13], ir.Constant(i64, 0))
+                emit_rows(builder, dtype, (xp_, xs0_, xs1_), (bp_, bs0_, size), (cp_, cs0_, size),
+                          *fn.args[7:13], add_)
+                builder.ret_void()
+
+    return outer_rows, outer_rows_raw, define_leaves
 
 
 # Whether the kernels call the register blocks as compiled leaves (``_outer_rows_leaf``) instead of
 # inlining them: a cached kernel then needs its leaves' symbols registered before numba links it, which
-# ``_KernelCache`` sees to; without that hook, in the ahead-of-time build, or with the JIT off, they inline.
-EXTERN_BLOCKS = _KERNEL_CACHE is not None and not AOT_BUILD and not config.DISABLE_JIT
-outer_rows, outer_rows_raw = _outer_rows_intrinsics()
+# ``_KernelCache`` sees to; without that hook they inline. The ahead-of-time build calls them too: its
+# kernels compile in that process (leaves registered as here), and the module it writes holds the
+# leaves' definitions (``define_leaves``; ``_aot._build_here``).
+EXTERN_BLOCKS = (_KERNEL_CACHE is not None or AOT_BUILD) and not config.DISABLE_JIT
+outer_rows, outer_rows_raw, define_leaves = _outer_rows_intrinsics()
 
 
 # the leaves' bodies, one per layout of X (0 'C', 1 'F', 2 'A'): its contiguous axis's stride is a constant
