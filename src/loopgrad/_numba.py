@@ -18,7 +18,9 @@
   source file that kernel code is built from changes (numba watches only the function's own file,
   so an edit to ``kernels/_gemm.py`` would leave ``dense.py``'s cached kernels running the old
   product). And it heals: an entry that cannot be read (a truncated or corrupted file) is dropped
-  with one warning and the kernel compiles again; a cache that cannot be written warns once.
+  with one warning and the kernel compiles again; a cache that cannot be written warns once. A
+  cached kernel calls the register blocks by their symbols (``outer_rows``: compiled once, not copied
+  into every caller), so the cache registers the leaves an entry names before numba links it.
 
 * Fork: GNU OpenMP (numba's default threading layer on Linux) cannot run a parallel region in a
   process forked after its pool started; numba kills such a child. ``forked_child()`` tells, so
@@ -491,8 +493,8 @@ def _outer_rows_intrinsics():
     callee's code into every caller's module and has LLVM optimise and emit it again there, once per
     level of calls; inlined, these blocks made up most of each kernel's compile (a cold ``dense_forward``
     went through some twenty modules of about 20,000 instructions each, 17,000 of them the blocks).
-    Where numba's cache cannot be hooked (``_KERNEL_CACHE`` is None) or in the ahead-of-time build, the
-    kernels inline the blocks as before.
+    Where numba's cache cannot be hooked (``_KERNEL_CACHE`` is None) the kernels inline the blocks instead;
+    the ahead-of-time module defines the leaves itself (``define_leaves``).
     """
     if config.DISABLE_JIT:
         def outer_rows(X, B, C, i, r, j, cols, k0, k1, add):
