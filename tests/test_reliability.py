@@ -172,7 +172,7 @@ _PRODUCT = ("import numpy as np\nfrom loopgrad import kernels\nrng = np.random.d
 def test_a_cached_kernel_whose_register_blocks_left_the_cache_compiles_them_again(tmp_path):
     """The kernels call the register blocks (``_numba.outer_rows``) as a compiled leaf by its symbol;
     loading a cached kernel registers the leaves its code names first. With the leaves' own entries
-    gone, the next process compiles them again instead of LLVM aborting on an unresolved symbol."""
+    gone, the next process compiles them again instead of calling an unresolved symbol (a segfault)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     run = [sys.executable, "-c", _PRODUCT]
     first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
@@ -197,6 +197,9 @@ def test_the_leaves_a_cached_kernel_names_are_registered():
     assert symbol in _numba._leaves
     from llvmlite import binding
     assert binding.address_of_symbol(symbol) == _numba._leaves[symbol].address
+    # an entry with no code where the walk looks (another numba's layout): every leaf, to be safe
+    _numba.register_leaves_in(("name", "object", 1234))
+    assert all(_numba.LEAF_PREFIX + f"{d}_{l}" in _numba._leaves for d in ("float32", "float64") for l in "CFA")
 
 
 @pytest.mark.own_cache

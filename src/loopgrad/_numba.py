@@ -120,7 +120,7 @@ def _kernel_cache_class():
         """numba's function cache, stale with any kernel source and healing from unreadable entries."""
 
         # a kernel's cached code may call the register-block leaves by their symbols (EXTERN_BLOCKS): they
-        # are registered before numba links it (LLVM would abort the process on an unresolved symbol)
+        # are registered before numba links it (an unresolved symbol resolves to address 0: a segfault)
         scans_for_leaves = True
 
         def __init__(self, py_func):
@@ -765,16 +765,21 @@ def register_leaves_in(payload):
     import re
 
     pattern = re.compile(rb"loopgrad_outer_rows_(float32|float64)_([CFA])")
-    found = set()
+    found, code_seen = set(), False
     stack = [payload]
     while stack:
         item = stack.pop()
         if isinstance(item, (bytes, bytearray, memoryview)):
+            code_seen = True
             found.update(pattern.findall(bytes(item)))
         elif isinstance(item, (tuple, list)):
             stack.extend(item)
         elif isinstance(item, dict):
             stack.extend(item.values())
+    if not code_seen:
+        # an entry of a shape this walk does not know (another numba): register every leaf, since a call
+        # to an unresolved symbol would jump to address 0
+        found = {(d, l) for d in (b"float32", b"float64") for l in (b"C", b"F", b"A")}
     for dtype, layout in sorted(found):
         _outer_rows_leaf(dtype.decode(), layout.decode())
 
