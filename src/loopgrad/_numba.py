@@ -515,7 +515,6 @@ def _outer_rows_intrinsics():
     # the leaf's C signature: X's base, row and column strides (bytes); B's base and row stride; C's;
     # then i, r, j, cols, k0, k1 and add (0 or 1)
     leaf_type = ir.FunctionType(ir.VoidType(), [i8p, i64, i64, i8p, i64, i8p, i64] + [i64] * 7)
-    layouts = "CFA"
 
     def emit_block(builder, dtype, xp, bp, cp, i_, j_, cols_, k0_, k1_, add_, rows):
         # xp, bp, cp: (base as i8*, row stride, column stride), strides in bytes
@@ -621,17 +620,28 @@ def _outer_rows_intrinsics():
             builder.branch(end)
         builder.position_at_end(end)
 
+    def constant_strides(layout, s0, s1, size):
+        # a contiguous axis's stride as a constant: the loads then share one moving index instead of a
+        # chain of pointer additions per k (X read as X.T is 'F')
+        if layout == "C":
+            return s0, size
+        if layout == "F":
+            return size, s1
+        return s0, s1
+
+    def emit_leaf_body(builder, dtype, layout, args):
+        # the leaf's arguments (``leaf_type``) to the blocks; B's and C's rows are contiguous
+        size = ir.Constant(i64, dtype.bitwidth // 8)
+        x, xs0, xs1, b, bs0, c, cs0 = args[:7]
+        add = builder.icmp_signed("!=", args[13], ir.Constant(i64, 0))
+        emit_rows(builder, dtype, (builder.bitcast(x, i8p), *constant_strides(layout, xs0, xs1, size)),
+                  (builder.bitcast(b, i8p), bs0, size), (builder.bitcast(c, i8p), cs0, size), *args[7:13], add)
+
     def array_parts(context, builder, aty, value):
         a = context.make_array(aty)(context, builder, value)
         s0, s1 = cgutils.unpack_tuple(builder, a.strides, 2)
-        size = ir.Constant(i64, aty.dtype.bitwidth // 8)
-        # a contiguous axis's stride as a constant: the loads then share one moving index instead of a
-        # chain of pointer additions per k (X read as X.T is 'F')
-        if aty.layout == "C":
-            s1 = size
-        elif aty.layout == "F":
-            s0 = size
-        return builder.bitcast(a.data, i8p), s0, s1
+        return (builder.bitcast(a.data, i8p),
+                *constant_strides(aty.layout, s0, s1, ir.Constant(i64, aty.dtype.bitwidth // 8)))
 
     def typed_ok(X, B, C, add):
         arrays = (X, B, C)
@@ -668,39 +678,28 @@ def _outer_rows_intrinsics():
         dtype, code = x.dtype, layout.literal_value
 
         def codegen(context, builder, sig, args):
-            size = ir.Constant(i64, dtype.bitwidth // 8)
-            xp_, xs0_, xs1_, bp_, bs0_, cp_, cs0_ = args[:7]
-            if layouts[code] == "C":
-                xs1_ = size
-            elif layouts[code] == "F":
-                xs0_ = size
-            add_ = builder.icmp_signed("!=", args[13], ir.Constant(i64, 0))
-            emit_rows(builder, dtype, (builder.bitcast(xp_, i8p), xs0_, xs1_),
-                      (builder.bitcast(bp_, i8p), bs0_, size), (builder.bitcast(cp_, i8p), cs0_, size),
-                      *args[7:13], add_)
+            emit_leaf_body(builder, dtype, LEAF_LAYOUTS[code], args)
             return context.get_dummy_value()
         return types.void(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add, layout), codegen
 
     def define_leaves(module):
         """Define every leaf (both dtypes, the three layouts of X) in the llvmlite ``module``, under the
         symbols the kernels call: for the ahead-of-time module, which must hold them itself."""
-        for dtype in (types.float32, types.float64):
-            size = ir.Constant(i64, dtype.bitwidth // 8)
-            for layout in layouts:
+        for dtype in LEAF_DTYPES:
+            for layout in LEAF_LAYOUTS:
                 fn = ir.Function(module, leaf_type, f"{LEAF_PREFIX}{dtype}_{layout}")
                 builder = ir.IRBuilder(fn.append_basic_block("entry"))
-                xp_, xs0_, xs1_, bp_, bs0_, cp_, cs0_ = fn.args[:7]
-                if layout == "C":
-                    xs1_ = size
-                elif layout == "F":
-                    xs0_ = size
-                add_ = builder.icmp_signed("!=", fn.args[13], ir.Constant(i64, 0))
-                emit_rows(builder, dtype, (xp_, xs0_, xs1_), (bp_, bs0_, size), (cp_, cs0_, size),
-                          *fn.args[7:13], add_)
+                emit_leaf_body(builder, getattr(types, dtype), layout, fn.args)
                 builder.ret_void()
 
     return outer_rows, outer_rows_raw, define_leaves
 
+
+# The leaves: one per dtype and layout of X (``LEAF_LAYOUTS[code]`` for the code the bodies below pass),
+# each named LEAF_PREFIX + dtype + "_" + layout.
+LEAF_PREFIX = "loopgrad_outer_rows_"
+LEAF_DTYPES = ("float32", "float64")
+LEAF_LAYOUTS = "CFA"
 
 # Whether the kernels call the register blocks as compiled leaves (``_outer_rows_leaf``) instead of
 # inlining them: a cached kernel then needs its leaves' symbols registered before numba links it, which
@@ -725,7 +724,6 @@ def _outer_rows_leaf_a(x, xs0, xs1, b, bs0, c, cs0, i, r, j, cols, k0, k1, add):
 
 
 _LEAF_BODIES = {"C": _outer_rows_leaf_c, "F": _outer_rows_leaf_f, "A": _outer_rows_leaf_a}
-LEAF_PREFIX = "loopgrad_outer_rows_"
 _leaves = {}  # symbol -> its compiled C function (kept alive: the kernels call into its code)
 
 
@@ -764,7 +762,7 @@ def register_leaves_in(payload):
     (``payload``, numba's cache entry) calls: LLVM must resolve the symbols when numba links it."""
     import re
 
-    pattern = re.compile(rb"loopgrad_outer_rows_(float32|float64)_([CFA])")
+    pattern = re.compile(f"{LEAF_PREFIX}({'|'.join(LEAF_DTYPES)})_([{LEAF_LAYOUTS}])".encode())
     found, code_seen = set(), False
     stack = [payload]
     while stack:
@@ -779,7 +777,7 @@ def register_leaves_in(payload):
     if not code_seen:
         # an entry of a shape this walk does not know (another numba): register every leaf, since a call
         # to an unresolved symbol would jump to address 0
-        found = {(d, l) for d in (b"float32", b"float64") for l in (b"C", b"F", b"A")}
+        found = {(d.encode(), l.encode()) for d in LEAF_DTYPES for l in LEAF_LAYOUTS}
     for dtype, layout in sorted(found):
         _outer_rows_leaf(dtype.decode(), layout.decode())
 
