@@ -208,6 +208,27 @@ def test_panels_hold_the_operand_panel_by_panel(k, n, dtype, layout, seed):
         np.testing.assert_array_equal(P[jb, :, :cols], B[:, jb * w:jb * w + cols])
 
 
+@given(m=st.integers(1, 40), k=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
+       layout=st.sampled_from(["C", "F", "strided"]), seed=st.integers(0, 2**16))
+def test_packed_rows_hold_each_register_blocks_rows_interleaved(m, k, dtype, layout, seed):
+    """``_gemm.pack_rows``: block rb of ``row_blocks(i1 - i0)`` holds X[i + r, k] at T[rb, k - k0, r] for each of
+    its rows r, whatever X's layout (the 'F' operand, as B2 reads A_prev.T, goes by tiles of PACK_K_TILE
+    columns), for any range of rows and of k, including blocks cut short by the end of X."""
+    rng = np.random.default_rng(seed)
+    X = _operand(rng, m, k, dtype, layout)
+    i0 = int(rng.integers(0, m))
+    i1 = int(rng.integers(i0 + 1, m + 1))
+    k0 = int(rng.integers(0, k))
+    k1 = int(rng.integers(k0 + 1, k + 1))
+    count, rows, extra = _gemm.row_blocks(i1 - i0)
+    T = np.full((count, k1 - k0, _gemm.BLOCK_ROWS), np.nan, dtype)
+    _gemm.pack_rows(X, T, i0, i1, k0, k1)
+    for rb in range(count):
+        i = i0 + rb * rows + min(rb, extra)
+        r = rows + 1 if rb < extra else rows
+        np.testing.assert_array_equal(T[rb, :, :r], X[i:i + r, k0:k1].T)
+
+
 def test_products_are_cut_into_tasks_of_bounded_size_in_a_multiple_of_the_threads():
     """``packed_task_rows``: never under BLOCK_ROWS rows; a task's block of C within PACKED_TASK_BYTES wherever
     BLOCK_ROWS rows allow it; a count of tasks that is a multiple of the pool's threads, as few as those
@@ -317,7 +338,7 @@ def test_the_layer_products_switch_to_the_packed_form_where_they_are_large(dtype
     and the same bits on one thread and on two."""
     import numba
 
-    assert _gemm.packs(256, 256, 512, False) and _gemm.packs(512, 256, 256, False) and _gemm.packs(512, 1024, 512, True)
+    assert _gemm.packs(256, 256, 512) and _gemm.packs(512, 256, 256) and _gemm.packs(512, 1024, 512)
     eps = np.finfo(dtype).eps
     A, W = rng.standard_normal((256, 512)).astype(dtype), rng.standard_normal((512, 256)).astype(dtype)
     dZ = rng.standard_normal((256, 256)).astype(dtype)
@@ -417,7 +438,7 @@ def test_b4_of_a_narrow_layer_reads_a_transposed_copy(dtype, m, rng):
     assert not tables.b4_transposed(1024, 1024, size, 4096)  # the copy would cost more than it saves
     # where B4 packs its operands it packs W^T's panels straight from W: no copy, neither in a network's
     # buffers nor in the public kernel
-    assert tables.packs(1024, 256, 784, False) and not tables.b4_transposed(784, 256, size, 1024)
+    assert tables.packs(1024, 256, 784) and not tables.b4_transposed(784, 256, size, 1024)
     assert layout.make_buffers(lg.MLP([20, 784, 256], dtype=dtype).layers, 1024, dtype).slots[2, layout.WT_OFF] < 0
     for n_out in (2, 10, line, line + 1):
         slots = layout.make_buffers(lg.MLP([20, 64, n_out], dtype=dtype).layers, m, dtype).slots

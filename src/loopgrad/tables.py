@@ -49,27 +49,26 @@ B4_TRANSPOSED_MAX_BYTES = 1 << 20
 
 
 # A product packs its operands first (``kernels._gemm.nn_packed_rows``) where it has at least
-# PACK_MIN_COLS columns of output and PACK_WORK multiply-adds (B2, B4), or PACK_WORK_F1 (F1, which
-# reads W in place at its stride at less cost than B2's column reads of A_prev and B4's dot form). Two
-# threads, float32, time unpacked / packed (rounds alternating in one process): F1 0.84 at
-# 1024x784x128 and 0.93 at 256x784x256, 1.15-1.25 at 1024^3 and 4096x1024^2; B2 1.03-1.10 at
-# 256x784x256, 0.95-0.97 at 512-1024x784x128 (4 panels of output: the packing does not pay), 1.3-1.5
-# at 1024^3 and up; B4 1.04-1.14 at 256x784x256 and 1.4-1.6 at 1024^3 and up.
+# PACK_MIN_COLS columns of output and PACK_WORK multiply-adds (F1, B2 and B4 alike). Two threads,
+# float32, time unpacked / packed (rounds alternating in one process) on the AVX2 machine, after the
+# packing's copies became whole-vector moves (eighteenth session): F1 0.83-0.89 at 128x784x256, 1.00-1.06
+# at 256x784x256, 0.98-1.02 at 256x512x512, 1.03-1.18 at 512x784x256, 1.09-1.15 at 256x1024x1024; B2
+# 0.98 at 128x784x256, 1.16 at 256x784x256, 1.11-1.42 from 512x784x256 up; B4 0.97-1.16 over the same
+# sizes. (Before, when the packing cost three times as much, F1 packed only from 2^28.)
 PACK_WORK = 1 << 25
-PACK_WORK_F1 = 1 << 28
 PACK_MIN_COLS = 256
 
 
-def packs(m, K, N, f1):
-    """Whether the product C (m, N) = X (m, K) B (K, N) takes the packed form (F1 when ``f1``, else B2 or B4)."""
-    return N >= PACK_MIN_COLS and m * K * N >= (PACK_WORK_F1 if f1 else PACK_WORK)
+def packs(m, K, N):
+    """Whether the product C (m, N) = X (m, K) B (K, N) (F1, B2 or B4) takes the packed form."""
+    return N >= PACK_MIN_COLS and m * K * N >= PACK_WORK
 
 
 def b4_transposed(n_in, n_out, itemsize, rows):
     """Whether B4 of a layer with W (``n_in``, ``n_out``), in batches of up to ``rows`` examples, reads W^T
     (a copy) rather than W as stored. Not where B4 packs its operands (``packs``): it then packs W^T's
     panels straight from W, and a copy would be made for nothing."""
-    if packs(rows, n_out, n_in, False):
+    if packs(rows, n_out, n_in):
         return False
     if n_out * itemsize <= B4_TRANSPOSED_BYTES:
         return True

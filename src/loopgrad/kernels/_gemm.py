@@ -105,8 +105,12 @@ def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
                 outer_rows(X, B, C, i, rows + 1 if rb < extra else rows, j, min(width, N - j), k0, k1, add)
 
 
+# Numbers in a panel's row (two vectors) in each dtype.
+PANEL_FLOAT32, PANEL_FLOAT64 = 2 * VECTOR_BITS // 32, 2 * VECTOR_BITS // 64
 # Rows of B per parallel task of the packing where B's rows are contiguous.
 PACK_ROWS = 16
+# Columns of X per tile when ``pack_rows`` gathers them (X = A_prev.T, for B2).
+PACK_K_TILE = 8
 # Panels of C per pass of ``nn_packed_rows``.
 PASS_PANELS = 8
 # The most bytes of C one task of a packed product owns (``packed_task_rows``).
@@ -135,12 +139,26 @@ def pack_panel_rows(B, P, k0, k1):
     F1, dZ for B2); each row is read once, start to end."""
     N = B.shape[1]
     w = P.shape[2]
+    # panels wholly inside B, copied by a count the compiler knows (a few vector moves, where a loop over
+    # 16 numbers costs more in overhead than in copying: W of 784 x 256 float32, one thread, 243 -> 81 us)
+    single = B.itemsize == 4
+    full = N // w if w == (PANEL_FLOAT32 if single else PANEL_FLOAT64) else 0
     for k in range(k0, k1):
         row = B[k]
-        for jb in range(P.shape[0]):
+        for jb in range(full):
             j0 = jb * w
             p = P[jb, k]
             # P[jb, k, c] = B[k, j0 + c]
+            if single:
+                for c in range(PANEL_FLOAT32):
+                    p[c] = row[j0 + c]
+            else:
+                for c in range(PANEL_FLOAT64):
+                    p[c] = row[j0 + c]
+        for jb in range(full, P.shape[0]):
+            j0 = jb * w
+            p = P[jb, k]
+            # P[jb, k, c] = B[k, j0 + c], the last panel cut at B's last column
             for c in range(min(w, N - j0)):
                 p[c] = row[j0 + c]
 
@@ -176,28 +194,49 @@ def pack_panel(B, P, jb):
 def pack_rows(X, T, i0, i1, k0, k1):
     """T[rb, k - k0, r] = X[i0 + s + r, k] for k0 <= k < k1, block rb of ``row_blocks(i1 - i0)`` starting s
     rows after i0 and r below its rows: the rows of one register block interleaved, so that its
-    broadcasts per k come from one contiguous stream (T.shape[2] = BLOCK_ROWS; a shorter block leaves
-    the rest unread). X is any layout: A_prev for F1, A_prev.T for B2 (there the numbers of one k are
-    contiguous)."""
+    broadcasts per k come from one contiguous stream (T.shape[2] = BLOCK_ROWS). X is any layout: A_prev
+    for F1, A_prev.T for B2 (there the numbers of one k are contiguous).
+
+    A block of fewer than BLOCK_ROWS rows still gets BLOCK_ROWS numbers per k where X has the rows (the
+    next block's first rows, never read): a copy whose count the compiler knows is a few vector moves,
+    where a loop over 5 or 6 numbers costs more in overhead than in copying."""
     count, rows, extra = row_blocks(i1 - i0)
-    if X.strides[1] == X.itemsize or X.shape[0] == 1:
+    n = X.shape[0]
+    if X.strides[1] == X.itemsize or n == 1:
         for rb in range(count):
             i = i0 + rb * rows + min(rb, extra)
             t = T[rb]
-            for r in range(rows + 1 if rb < extra else rows):
-                x = X[i + r]
+            if i + BLOCK_ROWS <= n:
                 for k in range(k0, k1):
-                    t[k - k0, r] = x[k]
+                    tk = t[k - k0]
+                    # T[rb, k - k0, r] = X[i + r, k]
+                    for r in range(BLOCK_ROWS):
+                        tk[r] = X[i + r, k]
+            else:
+                for r in range(rows + 1 if rb < extra else rows):
+                    x = X[i + r]
+                    for k in range(k0, k1):
+                        t[k - k0, r] = x[k]
     else:
-        # k outermost: X's column k (a row of A_prev, for B2) is read once for all the blocks, rather than once
-        # per block, each time on another page (B2 at 4096x1024x1024, one thread: 7 ms of packing -> 4.3)
-        for k in range(k0, k1):
+        # PACK_K_TILE columns of X (rows of A_prev, for B2) at a time, every block's numbers of them: the
+        # tile stays in L1 while each block's stretch of T is written in one piece (k outermost wrote
+        # every block's T a row at a time; one thread, 784 x 256 float32: 241 -> 140 us). Never a block
+        # at a time down all of k: that reads each column once per block, each time on another page
+        # (B2 at 4096x1024x1024, one thread: 7 ms of packing against 4.3 k outermost)
+        for kt in range(k0, k1, PACK_K_TILE):
+            ke = min(k1, kt + PACK_K_TILE)
             for rb in range(count):
                 i = i0 + rb * rows + min(rb, extra)
-                t = T[rb, k - k0]
-                # T[rb, k - k0, r] = X[i + r, k]
-                for r in range(rows + 1 if rb < extra else rows):
-                    t[r] = X[i + r, k]
+                whole = i + BLOCK_ROWS <= n
+                for k in range(kt, ke):
+                    t = T[rb, k - k0]
+                    if whole:
+                        for r in range(BLOCK_ROWS):
+                            t[r] = X[i + r, k]
+                    else:
+                        # T[rb, k - k0, r] = X[i + r, k]
+                        for r in range(rows + 1 if rb < extra else rows):
+                            t[r] = X[i + r, k]
 
 
 @jit

@@ -87,7 +87,7 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A):
     m, n_in = A_prev.shape
     if m * n_in * W.shape[1] < SERIAL_WORK:
         _forward_rows(A_prev, W, b, code, Z, A, FIRST, m)
-    elif packs(m, n_in, W.shape[1], True):
+    elif packs(m, n_in, W.shape[1]):
         _forward_packed(A_prev, _panels(W), b, code, Z, A)
     else:
         _forward_blocks(A_prev, unaliased(W, m), b, code, Z, A)
@@ -143,7 +143,7 @@ def _weight_grad_into(A_prev, dZ, dW):
     inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
     if m * n_in * dZ.shape[1] < SERIAL_WORK:
         _weight_grad_rows(A_prev, dZ, dW, FIRST, n_in, inv_m)
-    elif packs(n_in, m, dZ.shape[1], False):
+    elif packs(n_in, m, dZ.shape[1]):
         _weight_grad_packed(A_prev, _panels(dZ), dW, inv_m)
     else:
         A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
@@ -219,7 +219,7 @@ def _input_grad_act_into(dZ, W, WT, code, Z_prev, A_prev, dZ_prev):
     m, n_out = dZ.shape
     if m * n_out * W.shape[0] < SERIAL_WORK:
         _input_grad_rows(dZ, W, WT, code, Z_prev, A_prev, dZ_prev, FIRST, m)
-    elif packs(m, n_out, W.shape[0], False):
+    elif packs(m, n_out, W.shape[0]):
         # the outer-product form over W^T, its panels packed straight from W (``b4_transposed`` makes no copy here)
         _input_grad_packed(dZ, _panels(W.T), code, Z_prev, A_prev, dZ_prev)
     else:
