@@ -191,6 +191,39 @@ def test_the_packed_product_gives_the_bits_of_the_outer_product_form(m, k, n, dt
     np.testing.assert_array_equal(packed, plain)
 
 
+@given(m=st.integers(1, 70), k=st.integers(1, 3 * _gemm.K_CHUNK), n=st.integers(1, 300),
+       dtype=st.sampled_from(["float32", "float64"]), x_layout=st.sampled_from(["C", "F", "strided"]),
+       b_layout=st.sampled_from(["C", "F", "strided"]), short=st.booleans(), seed=st.integers(0, 2**16))
+def test_the_staged_product_gives_the_bits_of_the_outer_product_form(m, k, n, dtype, x_layout, b_layout, short, seed):
+    """``nn_rows_staged`` (each chunk of each panel of B copied into S before the blocks read it) against
+    ``nn_rows``: the same multiply-adds in the same order, so exactly the same bits, for X and B in any
+    layout, every panel count (a last one cut inside a vector) and chunk of k; with S shorter than K
+    (``short``) or B's rows not contiguous it is ``nn_rows`` itself. Rows outside [i0, i1) untouched."""
+    from loopgrad.kernels import dense
+
+    rng = np.random.default_rng(seed)
+    X, B = _operand(rng, m, k, dtype, x_layout), _operand(rng, k, n, dtype, b_layout)
+    i0 = int(rng.integers(0, m))
+    i1 = int(rng.integers(i0 + 1, m + 1))
+    staged = rng.standard_normal((m, n)).astype(dtype)
+    plain = staged.copy()
+    C = np.empty((1, 1), dtype)
+    _gemm.nn_rows_staged(X, B, staged, i0, i1, dense._panel_room(k - 1 if short else k, C))
+    _gemm.nn_rows(X, B, plain, i0, i1)
+    np.testing.assert_array_equal(staged, plain)
+
+
+def test_a_product_stages_its_panels_only_for_tall_tasks_over_many_examples():
+    """``staged_tasks``: STAGED_TASKS_PER_THREAD tasks a thread where each keeps STAGED_MIN_ROWS rows and the
+    sum runs over STAGED_MIN_K examples or more (B2 of the 784-wide first layer at batch 128), else none."""
+    import numba
+
+    tasks = _gemm.STAGED_TASKS_PER_THREAD * numba.get_num_threads()
+    assert _gemm.staged_tasks(tasks * _gemm.STAGED_MIN_ROWS, _gemm.STAGED_MIN_K) == tasks
+    assert _gemm.staged_tasks(tasks * _gemm.STAGED_MIN_ROWS - 1, 1024) == 0
+    assert _gemm.staged_tasks(784, _gemm.STAGED_MIN_K - 1) == 0
+
+
 @given(k=st.integers(1, 100), n=st.integers(1, 100), dtype=st.sampled_from(["float32", "float64"]),
        layout=st.sampled_from(["C", "F", "strided"]), seed=st.integers(0, 2**16))
 def test_panels_hold_the_operand_panel_by_panel(k, n, dtype, layout, seed):
@@ -320,7 +353,10 @@ def _packed_layer_products_equal_the_unpacked_ones(dtype, shape, rng):
     inv_m = np.dtype(dtype).type(1.0) / np.dtype(dtype).type(m)
     dW1, dW2 = np.empty_like(W), np.empty_like(W)
     dense._weight_grad_packed(A, dense._panels(dZ), dW1, inv_m)
-    dense._weight_grad_rows(A, dZ, dW2, 0, n_in, inv_m)
+    dense._weight_grad_rows(A, dZ, dW2, 0, n_in, inv_m, dense._panel_room(0, dW2))
+    np.testing.assert_array_equal(dW1, dW2)
+    # and with dZ's panels staged (``nn_rows_staged``), as the layer's tall tasks read it
+    dense._weight_grad_rows(A, dZ, dW1, 0, n_in, inv_m, dense._panel_room(m, dW1))
     np.testing.assert_array_equal(dW1, dW2)
     Zp = rng.standard_normal((m, n_in)).astype(dtype)
     Ap = np.maximum(Zp, 0)

@@ -51,7 +51,7 @@ B4_TRANSPOSED_MAX_BYTES = 1 << 20
 # A product packs its operands first (``kernels._gemm.nn_packed_rows``) where it has at least
 # PACK_MIN_COLS columns of output and PACK_WORK multiply-adds (F1, B2 and B4 alike). Two threads,
 # float32, time unpacked / packed (rounds alternating in one process) on the AVX2 machine, after the
-# packing's copies became whole-vector moves (eighteenth session): F1 0.83-0.89 at 128x784x256, 1.00-1.06
+# packing's copies became whole-vector moves (nineteenth session): F1 0.83-0.89 at 128x784x256, 1.00-1.06
 # at 256x784x256, 0.98-1.02 at 256x512x512, 1.03-1.18 at 512x784x256, 1.09-1.15 at 256x1024x1024; B2
 # 0.98 at 128x784x256, 1.16 at 256x784x256, 1.11-1.42 from 512x784x256 up; B4 0.97-1.16 over the same
 # sizes. (Before, when the packing cost three times as much, F1 packed only from 2^28.)

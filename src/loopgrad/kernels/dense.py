@@ -11,9 +11,9 @@ import numpy as np
 
 from .. import _checks, _company
 from ..tables import b4_transposed
-from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
-from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, nn_packed_rows, nn_rows, nt_rows, pack_panel, pack_panel_rows,
-                    packed_task_rows, packs, panel_shape, task_rows, unaliased)
+from .._numba import FIRST, OVERWRITE, VECTOR_BITS, jit, prange, refuse_in_forked_child
+from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, nn_packed_rows, nn_rows, nn_rows_staged, nt_rows, pack_panel,
+                    pack_panel_rows, packed_task_rows, packs, panel_shape, staged_tasks, task_rows, unaliased)
 from .activations import _act_rows_backward, _act_rows_forward
 
 
@@ -94,11 +94,18 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A):
 
 
 @jit
-def _weight_grad_rows(A_prev, dZ, dW, j0, j1, inv_m):
-    """B2 on rows j0 <= j < j1: dW[j,k] = (1/m) sum_i A_prev[i,j] dZ[i,k]."""
+def _weight_grad_rows(A_prev, dZ, dW, j0, j1, inv_m, S):
+    """B2 on rows j0 <= j < j1: dW[j,k] = (1/m) sum_i A_prev[i,j] dZ[i,k]. S: room for a panel of dZ
+    (``_gemm.nn_rows_staged``), or none (0 rows: dZ read in place)."""
     # sum_i A_prev.T[j,i] * dZ[i,k]: the outer-product form over the examples, A_prev read in place
-    nn_rows(A_prev.T, dZ, dW, j0, j1)
+    nn_rows_staged(A_prev.T, dZ, dW, j0, j1, S)
     _scale_rows(dW, j0, j1, inv_m)
+
+
+@jit
+def _panel_room(K, dtype_of):
+    """Room for one panel of K rows (two vectors' width) in the dtype of the array ``dtype_of``."""
+    return np.empty((K, 2 * VECTOR_BITS // (8 * dtype_of.itemsize)), dtype_of.dtype)
 
 
 @jit
@@ -113,9 +120,16 @@ def _scale_rows(dW, j0, j1, inv_m):
 @jit(parallel=True)
 def _weight_grad_blocks(A_prev, dZ, dW, inv_m):
     n_in = dW.shape[0]
-    rows = task_rows(n_in, dW.shape[1])
-    for blk in prange((n_in + rows - 1) // rows):
-        _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m)
+    tasks = staged_tasks(n_in, dZ.shape[0])
+    if tasks > 0:
+        rows = -(-n_in // tasks)
+        for blk in prange(tasks):
+            _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m,
+                              _panel_room(dZ.shape[0], dW))
+    else:
+        rows = task_rows(n_in, dW.shape[1])
+        for blk in prange((n_in + rows - 1) // rows):
+            _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m, _panel_room(0, dW))
 
 
 @jit(parallel=True)
@@ -142,7 +156,7 @@ def _weight_grad_into(A_prev, dZ, dW):
     m, n_in = A_prev.shape
     inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
     if m * n_in * dZ.shape[1] < SERIAL_WORK:
-        _weight_grad_rows(A_prev, dZ, dW, FIRST, n_in, inv_m)
+        _weight_grad_rows(A_prev, dZ, dW, FIRST, n_in, inv_m, _panel_room(0, dW))
     elif packs(n_in, m, dZ.shape[1]):
         _weight_grad_packed(A_prev, _panels(dZ), dW, inv_m)
     else:
