@@ -193,35 +193,35 @@ def test_the_packed_product_gives_the_bits_of_the_outer_product_form(m, k, n, dt
 
 @given(m=st.integers(1, 70), k=st.integers(1, 3 * _gemm.K_CHUNK), n=st.integers(1, 300),
        dtype=st.sampled_from(["float32", "float64"]), x_layout=st.sampled_from(["C", "F", "strided"]),
-       b_layout=st.sampled_from(["C", "F", "strided"]), short=st.booleans(), seed=st.integers(0, 2**16))
-def test_the_staged_product_gives_the_bits_of_the_outer_product_form(m, k, n, dtype, x_layout, b_layout, short, seed):
-    """``nn_rows_staged`` (each chunk of each panel of B copied into S before the blocks read it) against
-    ``nn_rows``: the same multiply-adds in the same order, so exactly the same bits, for X and B in any
-    layout, every panel count (a last one cut inside a vector) and chunk of k; with S shorter than K
-    (``short``) or B's rows not contiguous it is ``nn_rows`` itself. Rows outside [i0, i1) untouched."""
+       b_layout=st.sampled_from(["C", "F", "strided"]), none=st.booleans(), seed=st.integers(0, 2**16))
+def test_the_product_over_panels_gives_the_bits_of_the_outer_product_form(m, k, n, dtype, x_layout, b_layout, none,
+                                                                          seed):
+    """``nn_rows_panels`` over B's packed panels (``dense._panels``), X read in place, against ``nn_rows`` over B:
+    the same multiply-adds in the same order, so exactly the same bits, for X and B in any layout, every
+    panel count (a last one cut inside a vector) and chunk of k; with no panels (``none``) it reads B as
+    stored. Rows outside [i0, i1) untouched."""
     from loopgrad.kernels import dense
 
     rng = np.random.default_rng(seed)
     X, B = _operand(rng, m, k, dtype, x_layout), _operand(rng, k, n, dtype, b_layout)
     i0 = int(rng.integers(0, m))
     i1 = int(rng.integers(i0 + 1, m + 1))
-    staged = rng.standard_normal((m, n)).astype(dtype)
-    plain = staged.copy()
-    C = np.empty((1, 1), dtype)
-    _gemm.nn_rows_staged(X, B, staged, i0, i1, dense._panel_room(k - 1 if short else k, C))
-    _gemm.nn_rows(X, B, plain, i0, i1)
-    np.testing.assert_array_equal(staged, plain)
+    paneled = rng.standard_normal((m, n)).astype(dtype)
+    plain = paneled.copy()
+    B_rows = B.copy(order="C")  # unit strides even where a dimension is 1
+    _gemm.nn_rows_panels(X, B_rows, paneled, i0, i1, dense._no_panels(B_rows) if none else dense._panels(B_rows))
+    _gemm.nn_rows(X, B_rows, plain, i0, i1)
+    np.testing.assert_array_equal(paneled, plain)
 
 
-def test_a_product_stages_its_panels_only_for_tall_tasks_over_many_examples():
-    """``staged_tasks``: STAGED_TASKS_PER_THREAD tasks a thread where each keeps STAGED_MIN_ROWS rows and the
-    sum runs over STAGED_MIN_K examples or more (B2 of the 784-wide first layer at batch 128), else none."""
-    import numba
-
-    tasks = _gemm.STAGED_TASKS_PER_THREAD * numba.get_num_threads()
-    assert _gemm.staged_tasks(tasks * _gemm.STAGED_MIN_ROWS, _gemm.STAGED_MIN_K) == tasks
-    assert _gemm.staged_tasks(tasks * _gemm.STAGED_MIN_ROWS - 1, 1024) == 0
-    assert _gemm.staged_tasks(784, _gemm.STAGED_MIN_K - 1) == 0
+def test_a_product_reads_panels_where_each_number_of_b_serves_many_rows_over_a_long_sum():
+    """``reads_panels``: from PANELS_MIN_ROWS rows of C and a sum of PANELS_MIN_K (B2 of 784-128-64-10's layers at
+    batch 1024), never where B's rows are not contiguous."""
+    B = np.zeros((_gemm.PANELS_MIN_K, 8), np.float32)
+    assert _gemm.reads_panels(_gemm.PANELS_MIN_ROWS, _gemm.PANELS_MIN_K, B)
+    assert not _gemm.reads_panels(_gemm.PANELS_MIN_ROWS - 1, 1024, B)
+    assert not _gemm.reads_panels(1024, _gemm.PANELS_MIN_K - 1, B)
+    assert not _gemm.reads_panels(1024, _gemm.PANELS_MIN_K, np.zeros((8, _gemm.PANELS_MIN_K), np.float32).T)
 
 
 @given(k=st.integers(1, 100), n=st.integers(1, 100), dtype=st.sampled_from(["float32", "float64"]),
@@ -353,10 +353,10 @@ def _packed_layer_products_equal_the_unpacked_ones(dtype, shape, rng):
     inv_m = np.dtype(dtype).type(1.0) / np.dtype(dtype).type(m)
     dW1, dW2 = np.empty_like(W), np.empty_like(W)
     dense._weight_grad_packed(A, dense._panels(dZ), dW1, inv_m)
-    dense._weight_grad_rows(A, dZ, dW2, 0, n_in, inv_m, dense._panel_room(0, dW2))
+    dense._weight_grad_rows(A, dZ, dW2, 0, n_in, inv_m, dense._no_panels(dZ))
     np.testing.assert_array_equal(dW1, dW2)
-    # and with dZ's panels staged (``nn_rows_staged``), as the layer's tall tasks read it
-    dense._weight_grad_rows(A, dZ, dW1, 0, n_in, inv_m, dense._panel_room(m, dW1))
+    # and over dZ's panels with A_prev in place (``nn_rows_panels``), as large layers read it
+    dense._weight_grad_rows(A, dZ, dW1, 0, n_in, inv_m, dense._panels(dZ))
     np.testing.assert_array_equal(dW1, dW2)
     Zp = rng.standard_normal((m, n_in)).astype(dtype)
     Ap = np.maximum(Zp, 0)

@@ -106,43 +106,21 @@ def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
 
 
 @jit
-def stage_panel(B, S, j, cols, k0, k1):
-    """S[k, c] = B[k, j + c] for k0 <= k < k1 and c < cols (at most S.shape[1], two vectors): one panel of
-    B's rows k0..k1, contiguous (dZ of B2, for ``nn_rows_staged``). B's rows must be contiguous."""
-    w = S.shape[1]
-    whole = cols == w and w == (PANEL_FLOAT32 if B.itemsize == 4 else PANEL_FLOAT64)
-    for k in range(k0, k1):
-        s, b = S[k], B[k]
-        if whole:
-            # a count the compiler knows: a few vector moves (as in ``pack_panel_rows``)
-            if B.itemsize == 4:
-                for c in range(PANEL_FLOAT32):
-                    s[c] = b[j + c]
-            else:
-                for c in range(PANEL_FLOAT64):
-                    s[c] = b[j + c]
-        else:
-            # S[k, c] = B[k, j + c]
-            for c in range(cols):
-                s[c] = b[j + c]
+def nn_rows_panels(X, B, C, i0, i1, P):
+    """``nn_rows`` (C[i,:] = sum_k X[i,k] B[k,:] for rows i0 <= i < i1; B2 with B = dZ) reading B from its packed
+    panels P (``pack_panel_rows``: every panel, all K rows) where P holds them, X in place; with P empty (no
+    rows) B as stored, ``nn_rows`` itself. The same multiply-adds in the same order as ``nn_rows``, so the
+    same bits.
 
-
-@jit
-def nn_rows_staged(X, B, C, i0, i1, S):
-    """``nn_rows`` (C[i,:] = sum_k X[i,k] B[k,:] for rows i0 <= i < i1), each chunk of each panel of B first
-    copied into S (at least K rows of two vectors; ``stage_panel``), where every register block of the
-    rows then reads it: the same multiply-adds in the same order, so the same bits. Where B's rows lie
-    at a stride of a power of two bytes (dZ of 128 columns in float32: 512 B) a chunk's panel falls into
-    a few of L1's sets and is fetched again for every block; the copy, 64 B a row, stays in L1 while
-    every block of a tall range of rows goes by. B2 of the 784-128-64-10 network's layer 1, two threads
-    (4 tasks against ``task_rows``' 14): 287 -> 237-244 us at batch 128, 2020 -> 1911-1952 at 1024.
-    With S shorter than K, or B's or C's rows not contiguous: ``nn_rows``."""
-    K = X.shape[1]
-    if K == 0 or S.shape[0] < K or B.strides[1] != B.itemsize or C.strides[1] != C.itemsize:
+    Rows of B at a stride of a power of two bytes (dZ of 128 columns in float32: 512 B) fall into a few
+    of L1's sets, so a chunk's panel cannot stay in L1 while the register blocks go by; a panel's rows,
+    64 B each one after another, can. Packed once per product (``reads_panels``) and read by every task."""
+    if P.shape[1] != X.shape[1] or P.shape[0] == 0:
         nn_rows(X, B, C, i0, i1)
         return
+    K = X.shape[1]
     N = C.shape[1]
-    w = S.shape[1]
+    w = P.shape[2]
     count, chunk = k_chunking(K)
     n_blocks, rows, extra = row_blocks(i1 - i0)
     for q in range(count):
@@ -150,34 +128,30 @@ def nn_rows_staged(X, B, C, i0, i1, S):
         k1 = min(K, k0 + chunk)
         add = q > 0
         for j in range(0, N, w):
-            cols = min(w, N - j)
-            stage_panel(B, S, j, cols, k0, k1)
-            Cj = C[:, j:]
+            # a panel of P, then every register block of the task over it
+            panel, Cj = P[j // w], C[:, j:]
             for rb in range(n_blocks):
                 i = i0 + rb * rows + min(rb, extra)
-                outer_rows(X, S, Cj, i, rows + 1 if rb < extra else rows, 0, cols, k0, k1, add)
+                outer_rows(X, panel, Cj, i, rows + 1 if rb < extra else rows, 0, min(w, N - j), k0, k1, add)
 
 
 @jit
-def staged_tasks(n, K):
-    """Parallel tasks for a product of n rows of C summed over K (B2: n = n_in, K = the examples) that reads B
-    through ``nn_rows_staged``: STAGED_TASKS_PER_THREAD per thread of the pool, where each task still
-    holds STAGED_MIN_ROWS rows (each task copies all of B once, which pays only over many blocks of rows)
-    and K is at least STAGED_MIN_K (a shorter panel stays in L1 anyway); else 0 (read B in place)."""
-    tasks = STAGED_TASKS_PER_THREAD * max(1, pool_threads())
-    if K < STAGED_MIN_K or n < tasks * STAGED_MIN_ROWS:
-        return 0
-    return tasks
+def reads_panels(rows, K, B):
+    """Whether B2 (or any product) whose C has ``rows`` rows and whose sum runs over K (the rows of B) reads B
+    packed (``nn_rows_panels``): where each number of B is used by PANELS_MIN_ROWS rows or more, so that the
+    packing (a copy of B) costs little beside the product, K is PANELS_MIN_K or more (a shorter panel
+    stays in L1 as it is), and B's rows are contiguous, as ``pack_panel_rows`` needs."""
+    return rows >= PANELS_MIN_ROWS and K >= PANELS_MIN_K and B.strides[1] == B.itemsize
 
 
 # Numbers in a panel's row (two vectors) in each dtype.
 PANEL_FLOAT32, PANEL_FLOAT64 = 2 * VECTOR_BITS // 32, 2 * VECTOR_BITS // 64
-# ``staged_tasks``: B2 of the 784-128-64-10 network's layer 1 on two threads, 4 tasks of 196 rows 2-4%
-# faster than 2 of 392 at batch 1024 and 128; at 64 rows a task (layer 2, n_in = 128) the copy cost
-# more than it saved (170 -> 185 us at batch 1024).
-STAGED_TASKS_PER_THREAD = 2
-STAGED_MIN_ROWS = 128
-STAGED_MIN_K = 64
+# ``reads_panels``: B2 on two threads, in-process, time over dZ's panels (the packing included) against dZ
+# as stored, medians of 30-40 paired rounds (interquartile ranges within +-4%): at 1024 examples 0.88-0.91
+# (784 x 128 dW), 0.87 (256 x 128), 0.94 (128 x 64), at 2048 0.89; at 128 examples 0.85 and 1.01 in two
+# runs, at 256 1.04 (784 x 64), at 64 0.97. F1 over W's panels, the same way: 0.96-1.07, not adopted.
+PANELS_MIN_ROWS = 128
+PANELS_MIN_K = 512
 # Rows of B per parallel task of the packing where B's rows are contiguous.
 PACK_ROWS = 16
 # Columns of X per tile when ``pack_rows`` gathers them (X = A_prev.T, for B2).

@@ -11,9 +11,9 @@ import numpy as np
 
 from .. import _checks, _company
 from ..tables import b4_transposed
-from .._numba import FIRST, OVERWRITE, VECTOR_BITS, jit, prange, refuse_in_forked_child
-from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, nn_packed_rows, nn_rows, nn_rows_staged, nt_rows, pack_panel,
-                    pack_panel_rows, packed_task_rows, packs, panel_shape, staged_tasks, task_rows, unaliased)
+from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
+from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, nn_packed_rows, nn_rows, nn_rows_panels, nt_rows, pack_panel,
+                    pack_panel_rows, packed_task_rows, packs, panel_shape, reads_panels, task_rows, unaliased)
 from .activations import _act_rows_backward, _act_rows_forward
 
 
@@ -66,6 +66,21 @@ def _panels(B):
     return P
 
 
+@jit
+def _no_panels(B):
+    """No panels (none of B's rows): the products read B as it is stored."""
+    return np.empty((0, 0, panel_shape(B)[2]), B.dtype)
+
+
+@jit
+def _read_panels(B, rows):
+    """B's packed panels (``_panels``) where a product with ``rows`` rows of C reads them
+    (``_gemm.reads_panels``), else ``_no_panels``: dZ of B2 in its unpacked product."""
+    if reads_panels(rows, B.shape[0], B):
+        return _panels(B)
+    return _no_panels(B)
+
+
 @jit(parallel=True)
 def _forward_packed(A_prev, P, b, code, Z, A):
     m = A_prev.shape[0]
@@ -94,18 +109,12 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A):
 
 
 @jit
-def _weight_grad_rows(A_prev, dZ, dW, j0, j1, inv_m, S):
-    """B2 on rows j0 <= j < j1: dW[j,k] = (1/m) sum_i A_prev[i,j] dZ[i,k]. S: room for a panel of dZ
-    (``_gemm.nn_rows_staged``), or none (0 rows: dZ read in place)."""
+def _weight_grad_rows(A_prev, dZ, dW, j0, j1, inv_m, P):
+    """B2 on rows j0 <= j < j1: dW[j,k] = (1/m) sum_i A_prev[i,j] dZ[i,k]. P: dZ's packed panels
+    (``_read_panels``), or none."""
     # sum_i A_prev.T[j,i] * dZ[i,k]: the outer-product form over the examples, A_prev read in place
-    nn_rows_staged(A_prev.T, dZ, dW, j0, j1, S)
+    nn_rows_panels(A_prev.T, dZ, dW, j0, j1, P)
     _scale_rows(dW, j0, j1, inv_m)
-
-
-@jit
-def _panel_room(K, dtype_of):
-    """Room for one panel of K rows (two vectors' width) in the dtype of the array ``dtype_of``."""
-    return np.empty((K, 2 * VECTOR_BITS // (8 * dtype_of.itemsize)), dtype_of.dtype)
 
 
 @jit
@@ -120,16 +129,10 @@ def _scale_rows(dW, j0, j1, inv_m):
 @jit(parallel=True)
 def _weight_grad_blocks(A_prev, dZ, dW, inv_m):
     n_in = dW.shape[0]
-    tasks = staged_tasks(n_in, dZ.shape[0])
-    if tasks > 0:
-        rows = -(-n_in // tasks)
-        for blk in prange(tasks):
-            _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m,
-                              _panel_room(dZ.shape[0], dW))
-    else:
-        rows = task_rows(n_in, dW.shape[1])
-        for blk in prange((n_in + rows - 1) // rows):
-            _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m, _panel_room(0, dW))
+    P = _read_panels(dZ, n_in)
+    rows = task_rows(n_in, dW.shape[1])
+    for blk in prange((n_in + rows - 1) // rows):
+        _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m, P)
 
 
 @jit(parallel=True)
@@ -156,7 +159,7 @@ def _weight_grad_into(A_prev, dZ, dW):
     m, n_in = A_prev.shape
     inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
     if m * n_in * dZ.shape[1] < SERIAL_WORK:
-        _weight_grad_rows(A_prev, dZ, dW, FIRST, n_in, inv_m, _panel_room(0, dW))
+        _weight_grad_rows(A_prev, dZ, dW, FIRST, n_in, inv_m, _no_panels(dZ))
     elif packs(n_in, m, dZ.shape[1]):
         _weight_grad_packed(A_prev, _panels(dZ), dW, inv_m)
     else:

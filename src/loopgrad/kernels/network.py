@@ -13,9 +13,9 @@ from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP, ROW_PASS_ROWS
-from ._gemm import ROW_BLOCK, SERIAL_WORK, k_chunking, nn_rows_chunks, staged_tasks, task_rows, unaliased
+from ._gemm import ROW_BLOCK, SERIAL_WORK, k_chunking, nn_rows_chunks, task_rows, unaliased
 from .dense import (_bias_act_rows, _bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into,
-                    _input_grad_rows, _panel_room, _sq_norm_row, _transpose_into, _weight_grad_into,
+                    _input_grad_rows, _no_panels, _read_panels, _sq_norm_row, _transpose_into, _weight_grad_into,
                     _weight_grad_operands, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
 from .noise import _dp_noise_into
@@ -319,7 +319,7 @@ def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, update, t):
     for q in prange(count):
         j0, j1 = q * length, min(K, (q + 1) * length)
         for j in range(j0, j1, step):
-            _grad_update_rows(A_prev, dZ, dW, net, update, t, 0, j, min(j1, j + step), _panel_room(0, dW))
+            _grad_update_rows(A_prev, dZ, dW, net, update, t, 0, j, min(j1, j + step), _no_panels(dZ))
 
 
 @jit(parallel=True)
@@ -351,10 +351,10 @@ def _forward_from_rows(net, buf, m, X, rows):
 
 
 @jit
-def _grad_update_rows(A_prev, dZ, dW, net, update, t, l, j0, j1, S):
+def _grad_update_rows(A_prev, dZ, dW, net, update, t, l, j0, j1, P):
     """B2 on rows j0 <= j < j1 of layer l + 1's dW, then the update of those weights at step t while
-    their gradient is still in cache. S: as for ``_weight_grad_rows``."""
-    _weight_grad_rows(A_prev, dZ, dW, j0, j1, dW.dtype.type(1.0) / dW.dtype.type(A_prev.shape[0]), S)
+    their gradient is still in cache. P: as for ``_weight_grad_rows``."""
+    _weight_grad_rows(A_prev, dZ, dW, j0, j1, dW.dtype.type(1.0) / dW.dtype.type(A_prev.shape[0]), P)
     p0, p1 = layout.param_rows(net.layers, l, j0, j1)
     _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
 
@@ -364,17 +364,10 @@ def _grad_update_blocks(A_prev, dZ, dW, net, update, t, l):
     # the layer's arrays come in as arguments: built from ``buf`` inside the task, LLVM compiled B2's
     # product 10-20% slower (measured on the AVX2 machine)
     n_in = dW.shape[0]
-    tasks = staged_tasks(n_in, dZ.shape[0])
-    if tasks > 0:
-        rows = -(-n_in // tasks)
-        for blk in prange(tasks):
-            _grad_update_rows(A_prev, dZ, dW, net, update, t, l, blk * rows, min(n_in, (blk + 1) * rows),
-                              _panel_room(dZ.shape[0], dW))
-    else:
-        rows = task_rows(n_in, dW.shape[1])
-        for blk in prange((n_in + rows - 1) // rows):
-            _grad_update_rows(A_prev, dZ, dW, net, update, t, l, blk * rows, min(n_in, (blk + 1) * rows),
-                              _panel_room(0, dW))
+    P = _read_panels(dZ, n_in)
+    rows = task_rows(n_in, dW.shape[1])
+    for blk in prange((n_in + rows - 1) // rows):
+        _grad_update_rows(A_prev, dZ, dW, net, update, t, l, blk * rows, min(n_in, (blk + 1) * rows), P)
 
 
 @jit
@@ -390,7 +383,7 @@ def _grads_and_update(net, buf, m, update, t, split):
             A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
             _first_layer_grad_update_chunks(A_read, dZ_read, dW, net, update, t)
         elif m * n_in * dW.shape[1] < SERIAL_WORK:
-            _grad_update_rows(A_prev, dZ, dW, net, update, t, l, FIRST, n_in, _panel_room(0, dW))
+            _grad_update_rows(A_prev, dZ, dW, net, update, t, l, FIRST, n_in, _no_panels(dZ))
         else:
             A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
             _grad_update_blocks(A_read, dZ_read, dW, net, update, t, l)
