@@ -181,6 +181,19 @@ def test_compiled_views_are_the_slices_of_the_layout(dtype):
     for l in range(2, L + 1):
         same(layout.wt(buf, l), layout.wt.py_func(buf, l))
     same(layout.partials(buf), layout.partials.py_func(buf))
+    # the room for dZ's panels: where B2 reads them (784 and 100 inputs in batches of 600), none elsewhere
+    _, big, _ = model.training_buffers(600, opt)
+    assert list(big.slots[:, layout.PANEL_OFF] >= 0) == [False, True, False, False]
+    assert (buf.slots[:, layout.PANEL_OFF] < 0).all()
+    for w in (8, 16, 32):
+        for l in range(1, L + 1):
+            for m in (1, 513, 600):
+                compiled, plain = layout.dz_panels(big, l, m, w), layout.dz_panels.py_func(big, l, m, w)
+                if plain.size:
+                    same(compiled, plain)
+                else:  # no room: empty either way (the strides of an empty array differ and mean nothing)
+                    assert compiled.shape == plain.shape == (0, 0, w)
+            assert layout.dz_panels(big, l, 600, w).shape[0] == (-(-big.slots[l, layout.WIDTH] // w) if l == 1 else 0)
     for l in range(L):
         for compiled, plain in zip(layout.params(net.theta, net.layers, l), layout.params.py_func(net.theta, net.layers, l)):
             same(compiled, plain)

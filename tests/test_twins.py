@@ -215,13 +215,31 @@ def test_the_product_over_panels_gives_the_bits_of_the_outer_product_form(m, k, 
 
 
 def test_a_product_reads_panels_where_each_number_of_b_serves_many_rows_over_a_long_sum():
-    """``reads_panels``: from PANELS_MIN_ROWS rows of C and a sum of PANELS_MIN_K (B2 of 784-128-64-10's layers at
-    batch 1024), never where B's rows are not contiguous."""
-    B = np.zeros((_gemm.PANELS_MIN_K, 8), np.float32)
-    assert _gemm.reads_panels(_gemm.PANELS_MIN_ROWS, _gemm.PANELS_MIN_K, B)
-    assert not _gemm.reads_panels(_gemm.PANELS_MIN_ROWS - 1, 1024, B)
-    assert not _gemm.reads_panels(1024, _gemm.PANELS_MIN_K - 1, B)
-    assert not _gemm.reads_panels(1024, _gemm.PANELS_MIN_K, np.zeros((8, _gemm.PANELS_MIN_K), np.float32).T)
+    """``tables.reads_panels`` (compiled in ``_gemm``): from PANELS_MIN_ROWS rows of C and a sum of PANELS_MIN_K
+    (B2 of 784-128-64-10's layers at batch 1024). ``dense._panels_in`` packs B into the room it is given where
+    the room has the panels' shape, into new memory where not, and gives none where the rule says no or
+    B's rows are not contiguous."""
+    from loopgrad.kernels import dense
+
+    rows, K = _gemm.tables.PANELS_MIN_ROWS, _gemm.tables.PANELS_MIN_K
+    assert _gemm.reads_panels(rows, K) and not _gemm.reads_panels(rows - 1, 4096) and not _gemm.reads_panels(4096, K - 1)
+    B = np.random.default_rng(0).standard_normal((K, 40)).astype(np.float32)
+    room = np.full(dense.panel_shape(B), np.nan, np.float32)
+    w = room.shape[2]
+
+    def holds_b(P):  # every panel's columns that B has (the last panel's other lanes are never read)
+        assert P.shape == room.shape
+        for jb in range(P.shape[0]):
+            np.testing.assert_array_equal(P[jb, :, :min(w, 40 - jb * w)], B[:, jb * w:jb * w + w])
+
+    P = dense._panels_in(B, rows, room)
+    assert np.shares_memory(P, room)
+    holds_b(P)
+    P = dense._panels_in(B, rows, np.zeros((0, 0, w), np.float32))
+    assert not np.shares_memory(P, room)
+    holds_b(P)
+    assert dense._panels_in(B, rows - 1, room).shape[0] == 0
+    assert dense._panels_in(np.asfortranarray(B), rows, room).shape[0] == 0
 
 
 @given(k=st.integers(1, 100), n=st.integers(1, 100), dtype=st.sampled_from(["float32", "float64"]),

@@ -11,10 +11,12 @@ with the width ``n_l`` and the offsets of ``Z[l]``, ``A[l]`` and ``dZ[l]``, each
 ``rows * n_l`` numbers. Layer 0 is the input: ``A[0] = X`` (scikit-learn's
 ``activations = [X] + ...``), so no kernel treats the first layer specially, and the epoch
 gathers a mini-batch's rows straight into it. The tuned products read W, A_prev and dZ where they
-lie, with one exception: B4 of a narrow layer (``tables.b4_transposed``, a classifier's output layer;
-any layer of a modest W in batches of many rows) reads W^T, copied once per backward pass into room after the slots (the table's last column gives
-its offset per layer l >= 2, -1 where B4 reads W as stored). Then come the targets ``Y`` and two
-vectors of ``rows`` (per-example losses, per-example norms).
+lie, with two exceptions: B4 of a narrow layer (``tables.b4_transposed``, a classifier's output
+layer; any layer of a modest W in batches of many rows) reads W^T, copied once per backward pass
+into room after the slots (column WT_OFF gives its offset per layer l >= 2, -1 where B4 reads W as
+stored); and B2 of a layer with many inputs, in batches of many rows (``tables.reads_panels``), reads
+dZ packed into panels once per step, in room of its own (column PANEL_OFF, ``dz_panels``). Then come
+the targets ``Y`` and two vectors of ``rows`` (per-example losses, per-example norms).
 
 Offsets are computed here, once, and nowhere else: the compiled accessors below
 (``params``, ``param_rows``, ``z``, ``a``, ``dz``, ``targets``) and the Python ``layer_views`` read the tables.
@@ -23,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .tables import ROW_PASS_ROWS, b4_transposed, k_chunks
+from .tables import ROW_PASS_ROWS, b4_transposed, k_chunks, reads_panels
 
 # Every block (theta, its gradient and optimizer state, the work block) and every slot in the work
 # block starts on a 64-byte cache line: the tuned products move 64-byte vectors on AVX-512, and one
@@ -35,8 +37,12 @@ ALIGN_BYTES = 64
 N_IN, N_OUT, W_OFF, B_OFF, ACT = range(5)
 # columns of the work table ``slots`` (one row per layer l = 0..L; row 0 is the input X = A[0]); WT_OFF
 # is the offset of W[l]^T (n_l, n_{l-1}), or -1; PART_OFF, in row 1 only, that of the partial sums of
-# F1 of layer 1 (``partials``), or -1
-WIDTH, Z_OFF, A_OFF, DZ_OFF, WT_OFF, PART_OFF = range(6)
+# F1 of layer 1 (``partials``), or -1; PANEL_OFF that of the room for dZ[l]'s packed panels, which B2
+# reads in batches of many rows (``dz_panels``), or -1
+WIDTH, Z_OFF, A_OFF, DZ_OFF, WT_OFF, PART_OFF, PANEL_OFF = range(7)
+# The widest panel of a packed operand, in bytes (two 512-bit vectors, AVX-512): the room for dZ's panels
+# holds any narrower panel width too.
+WIDEST_PANEL_BYTES = 128
 
 
 class Net(NamedTuple):
@@ -58,7 +64,8 @@ class Update(NamedTuple):
 class Buffers(NamedTuple):
     """The work side: every activation, delta and scratch of a batch of up to ``rows`` examples."""
     work: np.ndarray    # the one flat block; all fields below are views into it
-    slots: np.ndarray   # (L + 1, 6) int64: n_l and the offsets of Z[l], A[l], dZ[l], W[l]^T, F1's partials
+    slots: np.ndarray   # (L + 1, 7) int64: n_l and the offsets of Z[l], A[l], dZ[l], W[l]^T, F1's partials,
+                        # dZ[l]'s panels
     rows: int           # capacity in examples
     y: np.ndarray       # (rows * n_L,) targets of the batch
     losses: np.ndarray  # (rows,) per-example losses L(i)
@@ -133,7 +140,7 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
     if rows < 1:
         raise ValueError(f"rows: expected a batch capacity >= 1, got {rows}")
     widths = [int(layers[0, N_IN])] + [int(n) for n in layers[:, N_OUT]]
-    slots = np.full((len(widths), 6), -1, dtype=np.int64)
+    slots = np.full((len(widths), 7), -1, dtype=np.int64)
     line = ALIGN_BYTES // np.dtype(dtype).itemsize
 
     def room(size):
@@ -153,6 +160,12 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
     for l in range(2, len(widths)):
         if b4_transposed(widths[l - 1], widths[l], np.dtype(dtype).itemsize, rows):
             slots[l, WT_OFF] = room(widths[l] * widths[l - 1])
+    # B2 of a layer whose dW has many rows reads dZ packed into panels, in batches of many rows
+    # (``tables.reads_panels``): room for them, so that the step allocates nothing
+    widest = WIDEST_PANEL_BYTES // np.dtype(dtype).itemsize
+    for l in range(1, len(widths)):
+        if reads_panels(widths[l - 1], rows):
+            slots[l, PANEL_OFF] = room(-(-widths[l] // widest) * widest * rows)
     # the fused step of a small batch may split layer 1's sum over k between threads, by its chunks
     # (``kernels.network``): every chunk but the first then needs a partial sum of its own
     if not sparse_input and k_chunks(widths[0]) > 1:
@@ -254,6 +267,15 @@ def wt(buf, l):
     return block_view(buf.work, o, (n, n_prev))
 
 
+def dz_panels(buf, l, m, w):
+    """The room for the panels of dZ[l] (m rows) that B2 reads (``kernels.dense._panels_in``), as (ceil(n_l / w),
+    m, w) for panels w numbers wide (w divides WIDEST_PANEL_BYTES' numbers); (0, 0, w) where there is none."""
+    n, o = buf.slots[l, WIDTH], buf.slots[l, PANEL_OFF]
+    if o < 0:
+        return block_view(buf.work, 0, (0, 0, w))
+    return block_view(buf.work, o, (-(-n // w), m, w))
+
+
 def partials(buf):
     """The partial sums of F1 of layer 1, (k_chunks(n_0) - 1, min(rows, ROW_PASS_ROWS), n_1): row q - 1 for
     chunk q of the sum over k; the first m rows of each serve a batch of m. (0, 0, n_1) when there is no room."""
@@ -272,4 +294,4 @@ def targets(buf, m):
 
 
 # (``k_chunks`` is the rule of ``tables``, compiled here with the views that read it)
-COMPILED = ("params", "param_rows", "_slot", "z", "a", "dz", "wt", "partials", "targets", "k_chunks")
+COMPILED = ("params", "param_rows", "_slot", "z", "a", "dz", "wt", "dz_panels", "partials", "targets", "k_chunks")

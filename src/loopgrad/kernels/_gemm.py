@@ -114,7 +114,8 @@ def nn_rows_panels(X, B, C, i0, i1, P):
 
     Rows of B at a stride of a power of two bytes (dZ of 128 columns in float32: 512 B) fall into a few
     of L1's sets, so a chunk's panel cannot stay in L1 while the register blocks go by; a panel's rows,
-    64 B each one after another, can. Packed once per product (``reads_panels``) and read by every task."""
+    64 B each one after another, can. Packed once per product (``tables.reads_panels``) and read by every
+    task."""
     if P.shape[1] != X.shape[1] or P.shape[0] == 0:
         nn_rows(X, B, C, i0, i1)
         return
@@ -135,23 +136,8 @@ def nn_rows_panels(X, B, C, i0, i1, P):
                 outer_rows(X, panel, Cj, i, rows + 1 if rb < extra else rows, 0, min(w, N - j), k0, k1, add)
 
 
-@jit
-def reads_panels(rows, K, B):
-    """Whether B2 (or any product) whose C has ``rows`` rows and whose sum runs over K (the rows of B) reads B
-    packed (``nn_rows_panels``): where each number of B is used by PANELS_MIN_ROWS rows or more, so that the
-    packing (a copy of B) costs little beside the product, K is PANELS_MIN_K or more (a shorter panel
-    stays in L1 as it is), and B's rows are contiguous, as ``pack_panel_rows`` needs."""
-    return rows >= PANELS_MIN_ROWS and K >= PANELS_MIN_K and B.strides[1] == B.itemsize
-
-
 # Numbers in a panel's row (two vectors) in each dtype.
 PANEL_FLOAT32, PANEL_FLOAT64 = 2 * VECTOR_BITS // 32, 2 * VECTOR_BITS // 64
-# ``reads_panels``: B2 on two threads, in-process, time over dZ's panels (the packing included) against dZ
-# as stored, medians of 30-40 paired rounds (interquartile ranges within +-4%): at 1024 examples 0.88-0.91
-# (784 x 128 dW), 0.87 (256 x 128), 0.94 (128 x 64), at 2048 0.89; at 128 examples 0.85 and 1.01 in two
-# runs, at 256 1.04 (784 x 64), at 64 0.97. F1 over W's panels, the same way: 0.96-1.07, not adopted.
-PANELS_MIN_ROWS = 128
-PANELS_MIN_K = 512
 # Rows of B per parallel task of the packing where B's rows are contiguous.
 PACK_ROWS = 16
 # Columns of X per tile when ``pack_rows`` gathers them (X = A_prev.T, for B2).
@@ -165,6 +151,8 @@ PACKED_TASK_BYTES = 1 << 21
 # Whether a product takes the packed form: the rule of ``tables`` (which ``b4_transposed`` also reads),
 # compiled for the layer functions that choose by it.
 packs = jit(tables.packs)
+# Whether B2 reads dZ's packed panels (``nn_rows_panels``): the rule of ``tables``, compiled.
+reads_panels = jit(tables.reads_panels)
 
 
 @jit

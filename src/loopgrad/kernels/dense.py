@@ -73,12 +73,17 @@ def _no_panels(B):
 
 
 @jit
-def _read_panels(B, rows):
-    """B's packed panels (``_panels``) where a product with ``rows`` rows of C reads them
-    (``_gemm.reads_panels``), else ``_no_panels``: dZ of B2 in its unpacked product."""
-    if reads_panels(rows, B.shape[0], B):
+def _panels_in(B, rows, room):
+    """B's packed panels (``_pack_panels``) where a product with ``rows`` rows of C reads them
+    (``tables.reads_panels``, B's rows contiguous), packed into ``room`` when it has their shape (the
+    step's buffers, ``layout.dz_panels``), else into new memory; where it does not, ``room``'s first none
+    (the products then read B as stored): dZ of B2 in its unpacked product."""
+    if not reads_panels(rows, B.shape[0]) or B.strides[1] != B.itemsize:
+        return room[:0]
+    if room.shape != panel_shape(B):
         return _panels(B)
-    return _no_panels(B)
+    _pack_panels(B, room)
+    return room
 
 
 @jit(parallel=True)
@@ -111,7 +116,7 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A):
 @jit
 def _weight_grad_rows(A_prev, dZ, dW, j0, j1, inv_m, P):
     """B2 on rows j0 <= j < j1: dW[j,k] = (1/m) sum_i A_prev[i,j] dZ[i,k]. P: dZ's packed panels
-    (``_read_panels``), or none."""
+    (``_panels_in``), or none."""
     # sum_i A_prev.T[j,i] * dZ[i,k]: the outer-product form over the examples, A_prev read in place
     nn_rows_panels(A_prev.T, dZ, dW, j0, j1, P)
     _scale_rows(dW, j0, j1, inv_m)
@@ -127,9 +132,8 @@ def _scale_rows(dW, j0, j1, inv_m):
 
 
 @jit(parallel=True)
-def _weight_grad_blocks(A_prev, dZ, dW, inv_m):
+def _weight_grad_blocks(A_prev, dZ, dW, inv_m, P):
     n_in = dW.shape[0]
-    P = _read_panels(dZ, n_in)
     rows = task_rows(n_in, dW.shape[1])
     for blk in prange((n_in + rows - 1) // rows):
         _weight_grad_rows(A_prev, dZ, dW, blk * rows, min(n_in, (blk + 1) * rows), inv_m, P)
@@ -156,6 +160,12 @@ def _weight_grad_operands(A_prev, dZ):
 @jit
 def _weight_grad_into(A_prev, dZ, dW):
     """B2 into dW: each task owns a block of rows j of dW; small products run on the calling thread."""
+    _weight_grad_room_into(A_prev, dZ, dW, _no_panels(dZ))
+
+
+@jit
+def _weight_grad_room_into(A_prev, dZ, dW, room):
+    """``_weight_grad_into`` with room for dZ's panels where the product reads them (``_panels_in``)."""
     m, n_in = A_prev.shape
     inv_m = dW.dtype.type(1.0) / dW.dtype.type(m)
     if m * n_in * dZ.shape[1] < SERIAL_WORK:
@@ -164,7 +174,7 @@ def _weight_grad_into(A_prev, dZ, dW):
         _weight_grad_packed(A_prev, _panels(dZ), dW, inv_m)
     else:
         A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
-        _weight_grad_blocks(A_read, dZ_read, dW, inv_m)
+        _weight_grad_blocks(A_read, dZ_read, dW, inv_m, _panels_in(dZ_read, n_in, room))
 
 
 @jit

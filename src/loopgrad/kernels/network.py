@@ -13,10 +13,10 @@ from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP, ROW_PASS_ROWS
-from ._gemm import ROW_BLOCK, SERIAL_WORK, k_chunking, nn_rows_chunks, task_rows, unaliased
+from ._gemm import ROW_BLOCK, SERIAL_WORK, k_chunking, nn_rows_chunks, panel_shape, task_rows, unaliased
 from .dense import (_bias_act_rows, _bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into,
-                    _input_grad_rows, _no_panels, _read_panels, _sq_norm_row, _transpose_into, _weight_grad_into,
-                    _weight_grad_operands, _weight_grad_rows)
+                    _input_grad_rows, _no_panels, _panels_in, _sq_norm_row, _transpose_into, _weight_grad_operands,
+                    _weight_grad_room_into, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
 from .noise import _dp_noise_into
 from .sparse import _sparse_forward_into, _sparse_weight_grad_into
@@ -162,11 +162,18 @@ def _deltas(net, buf, m):
 
 
 @jit
+def _panel_room(buf, l, m, dZ):
+    """The buffers' room for the panels of dZ[l] (m rows; ``layout.dz_panels``) in the panel width of the
+    products (``_gemm.panel_shape``)."""
+    return layout.dz_panels(buf, l, m, panel_shape(dZ)[2])
+
+
+@jit
 def _dense_grads_from(net, buf, m, first):
     for l in range(first, net.layers.shape[0] + 1):
         dW, db = layout.params(net.grad, net.layers, l - 1)
         dZ = layout.dz(buf, l, m)
-        _weight_grad_into(layout.a(buf, l - 1, m), dZ, dW)
+        _weight_grad_room_into(layout.a(buf, l - 1, m), dZ, dW, _panel_room(buf, l, m, dZ))
         _bias_grad_into(dZ, db)
 
 
@@ -360,11 +367,10 @@ def _grad_update_rows(A_prev, dZ, dW, net, update, t, l, j0, j1, P):
 
 
 @jit(parallel=True)
-def _grad_update_blocks(A_prev, dZ, dW, net, update, t, l):
+def _grad_update_blocks(A_prev, dZ, dW, net, update, t, l, P):
     # the layer's arrays come in as arguments: built from ``buf`` inside the task, LLVM compiled B2's
-    # product 10-20% slower (measured on the AVX2 machine)
+    # product 10-20% slower (measured on the AVX2 machine). P: dZ's panels (``_panels_in``) or none.
     n_in = dW.shape[0]
-    P = _read_panels(dZ, n_in)
     rows = task_rows(n_in, dW.shape[1])
     for blk in prange((n_in + rows - 1) // rows):
         _grad_update_rows(A_prev, dZ, dW, net, update, t, l, blk * rows, min(n_in, (blk + 1) * rows), P)
@@ -386,7 +392,8 @@ def _grads_and_update(net, buf, m, update, t, split):
             _grad_update_rows(A_prev, dZ, dW, net, update, t, l, FIRST, n_in, _no_panels(dZ))
         else:
             A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
-            _grad_update_blocks(A_read, dZ_read, dW, net, update, t, l)
+            _grad_update_blocks(A_read, dZ_read, dW, net, update, t, l,
+                                _panels_in(dZ_read, n_in, _panel_room(buf, l + 1, m, dZ)))
         _bias_grad_into(dZ, db)
         p0, p1 = layout.param_rows(net.layers, l, n_in, n_in + 1)  # b is the row after W's
         _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
