@@ -172,12 +172,14 @@ def _operand(rng, rows, cols, dtype, layout):
 
 @given(m=st.integers(1, 70), k=st.integers(1, 3 * _gemm.K_CHUNK), n=st.integers(1, 300),
        dtype=st.sampled_from(["float32", "float64"]), x_layout=st.sampled_from(["C", "F", "strided"]),
-       b_layout=st.sampled_from(["C", "F", "strided"]), seed=st.integers(0, 2**16))
-def test_the_packed_product_gives_the_bits_of_the_outer_product_form(m, k, n, dtype, x_layout, b_layout, seed):
-    """``nn_packed_rows`` over ``dense._panels(B)`` against ``nn_rows`` over B's values row-major: the same
-    multiply-adds in the same order, so exactly the same bits, for X and B in any layout (packing
-    copies them, it does not round), over every number of register blocks, panels (a last one cut
-    inside a vector), passes of PASS_PANELS panels and chunks of k; rows outside [i0, i1) untouched."""
+       b_layout=st.sampled_from(["C", "F", "strided"]), form=st.sampled_from(["packed", "panels", "no panels"]),
+       seed=st.integers(0, 2**16))
+def test_the_packed_products_give_the_bits_of_the_outer_product_form(m, k, n, dtype, x_layout, b_layout, form, seed):
+    """``nn_packed_rows`` over ``dense._panels(B)`` (X packed too), and ``nn_rows_panels`` over the same panels
+    with X read in place (or over no panels: B as stored), against ``nn_rows`` over B's values row-major:
+    the same multiply-adds in the same order, so exactly the same bits, for X and B in any layout
+    (packing copies them, it does not round), over every number of register blocks, panels (a last one
+    cut inside a vector), passes of PASS_PANELS panels and chunks of k; rows outside [i0, i1) untouched."""
     from loopgrad.kernels import dense
 
     rng = np.random.default_rng(seed)
@@ -186,32 +188,13 @@ def test_the_packed_product_gives_the_bits_of_the_outer_product_form(m, k, n, dt
     i1 = int(rng.integers(i0 + 1, m + 1))
     packed = rng.standard_normal((m, n)).astype(dtype)
     plain = packed.copy()
-    _gemm.nn_packed_rows(X, dense._panels(B), packed, i0, i1)
-    _gemm.nn_rows(X, B.copy(order="C"), plain, i0, i1)  # a fresh copy: unit strides even where a dimension is 1
-    np.testing.assert_array_equal(packed, plain)
-
-
-@given(m=st.integers(1, 70), k=st.integers(1, 3 * _gemm.K_CHUNK), n=st.integers(1, 300),
-       dtype=st.sampled_from(["float32", "float64"]), x_layout=st.sampled_from(["C", "F", "strided"]),
-       b_layout=st.sampled_from(["C", "F", "strided"]), none=st.booleans(), seed=st.integers(0, 2**16))
-def test_the_product_over_panels_gives_the_bits_of_the_outer_product_form(m, k, n, dtype, x_layout, b_layout, none,
-                                                                          seed):
-    """``nn_rows_panels`` over B's packed panels (``dense._panels``), X read in place, against ``nn_rows`` over B:
-    the same multiply-adds in the same order, so exactly the same bits, for X and B in any layout, every
-    panel count (a last one cut inside a vector) and chunk of k; with no panels (``none``) it reads B as
-    stored. Rows outside [i0, i1) untouched."""
-    from loopgrad.kernels import dense
-
-    rng = np.random.default_rng(seed)
-    X, B = _operand(rng, m, k, dtype, x_layout), _operand(rng, k, n, dtype, b_layout)
-    i0 = int(rng.integers(0, m))
-    i1 = int(rng.integers(i0 + 1, m + 1))
-    paneled = rng.standard_normal((m, n)).astype(dtype)
-    plain = paneled.copy()
     B_rows = B.copy(order="C")  # unit strides even where a dimension is 1
-    _gemm.nn_rows_panels(X, B_rows, paneled, i0, i1, dense._no_panels(B_rows) if none else dense._panels(B_rows))
+    if form == "packed":
+        _gemm.nn_packed_rows(X, dense._panels(B), packed, i0, i1)
+    else:
+        _gemm.nn_rows_panels(X, B_rows, packed, i0, i1, dense._panels(B) if form == "panels" else dense._no_panels(B))
     _gemm.nn_rows(X, B_rows, plain, i0, i1)
-    np.testing.assert_array_equal(paneled, plain)
+    np.testing.assert_array_equal(packed, plain)
 
 
 def test_a_product_reads_panels_where_each_number_of_b_serves_many_rows_over_a_long_sum():
