@@ -184,7 +184,8 @@ def test_compiled_views_are_the_slices_of_the_layout(dtype):
     # the room for dZ's panels: where B2 reads them (784 and 100 inputs in batches of 600), none elsewhere
     _, big, _ = model.training_buffers(600, opt)
     assert list(big.slots[:, layout.PANEL_OFF] >= 0) == [False, True, False, False]
-    assert (buf.slots[:, layout.PANEL_OFF] < 0).all()
+    assert list(big.slots[:, layout.W_PANEL_OFF] >= 0) == [False, True, False, False]
+    assert (buf.slots[:, [layout.PANEL_OFF, layout.W_PANEL_OFF]] < 0).all()
     for w in (8, 16, 32):
         for l in range(1, L + 1):
             for m in (1, 513, 600):
@@ -194,6 +195,12 @@ def test_compiled_views_are_the_slices_of_the_layout(dtype):
                 else:  # no room: empty either way (the strides of an empty array differ and mean nothing)
                     assert compiled.shape == plain.shape == (0, 0, w)
             assert layout.dz_panels(big, l, 600, w).shape[0] == (-(-big.slots[l, layout.WIDTH] // w) if l == 1 else 0)
+            compiled, plain = layout.w_panels(big, l, w), layout.w_panels.py_func(big, l, w)
+            if plain.size:
+                same(compiled, plain)
+                assert plain.shape == (-(-100 // w), 784, w)
+            else:
+                assert compiled.shape == plain.shape == (0, 0, w) and l > 1
     for l in range(L):
         for compiled, plain in zip(layout.params(net.theta, net.layers, l), layout.params.py_func(net.theta, net.layers, l)):
             same(compiled, plain)

@@ -199,13 +199,17 @@ def test_the_packed_products_give_the_bits_of_the_outer_product_form(m, k, n, dt
 
 def test_a_product_reads_panels_where_each_number_of_b_serves_many_rows_over_a_long_sum():
     """``tables.reads_panels`` (compiled in ``_gemm``): from PANELS_MIN_ROWS rows of C and a sum of PANELS_MIN_K
-    (B2 of 784-128-64-10's layers at batch 1024). ``dense._panels_in`` packs B into the room it is given where
+    (B2 of 784-128-64-10's layers at batch 1024); ``tables.f1_reads_panels`` from F1_PANELS_MIN_ROWS rows of
+    a batch and PANELS_MIN_K inputs (F1 of its layer 1 at batch 512 and up). ``dense._panels_in`` packs B into the room it is given where
     the room has the panels' shape, into new memory where not, and gives none where the rule says no or
     B's rows are not contiguous."""
     from loopgrad.kernels import dense
 
     rows, K = _gemm.tables.PANELS_MIN_ROWS, _gemm.tables.PANELS_MIN_K
     assert _gemm.reads_panels(rows, K) and not _gemm.reads_panels(rows - 1, 4096) and not _gemm.reads_panels(4096, K - 1)
+    f1_rows = _gemm.tables.F1_PANELS_MIN_ROWS
+    assert _gemm.f1_reads_panels(f1_rows, K) and not _gemm.f1_reads_panels(f1_rows - 1, 4096)
+    assert not _gemm.f1_reads_panels(4096, K - 1)
     B = np.random.default_rng(0).standard_normal((K, 40)).astype(np.float32)
     room = np.full(dense.panel_shape(B), np.nan, np.float32)
     w = room.shape[2]
@@ -215,14 +219,14 @@ def test_a_product_reads_panels_where_each_number_of_b_serves_many_rows_over_a_l
         for jb in range(P.shape[0]):
             np.testing.assert_array_equal(P[jb, :, :min(w, 40 - jb * w)], B[:, jb * w:jb * w + w])
 
-    P = dense._panels_in(B, rows, room)
+    P = dense._panels_in(B, True, room)
     assert np.shares_memory(P, room)
     holds_b(P)
-    P = dense._panels_in(B, rows, np.zeros((0, 0, w), np.float32))
+    P = dense._panels_in(B, True, np.zeros((0, 0, w), np.float32))
     assert not np.shares_memory(P, room)
     holds_b(P)
-    assert dense._panels_in(B, rows - 1, room).shape[0] == 0
-    assert dense._panels_in(np.asfortranarray(B), rows, room).shape[0] == 0
+    assert dense._panels_in(B, False, room).shape[0] == 0
+    assert dense._panels_in(np.asfortranarray(B), True, room).shape[0] == 0
 
 
 @given(k=st.integers(1, 100), n=st.integers(1, 100), dtype=st.sampled_from(["float32", "float64"]),
@@ -348,7 +352,7 @@ def _packed_layer_products_equal_the_unpacked_ones(dtype, shape, rng):
     relu = lg.tables.activation_code("relu")
     Z1, A1, Z2, A2 = (np.empty((m, n_out), dtype) for _ in range(4))
     dense._forward_packed(A, dense._panels(W), b, relu, Z1, A1)
-    dense._forward_rows(A, W, b, relu, Z2, A2, 0, m)
+    dense._forward_rows(A, W, b, relu, Z2, A2, 0, m, dense._no_panels(W))
     np.testing.assert_array_equal(Z1, Z2)
     np.testing.assert_array_equal(A1, A2)
     inv_m = np.dtype(dtype).type(1.0) / np.dtype(dtype).type(m)
@@ -356,9 +360,12 @@ def _packed_layer_products_equal_the_unpacked_ones(dtype, shape, rng):
     dense._weight_grad_packed(A, dense._panels(dZ), dW1, inv_m)
     dense._weight_grad_rows(A, dZ, dW2, 0, n_in, inv_m, dense._no_panels(dZ))
     np.testing.assert_array_equal(dW1, dW2)
-    # and over dZ's panels with A_prev in place (``nn_rows_panels``), as large layers read it
+    # and over dZ's panels with A_prev in place (``nn_rows_panels``), as large layers read it; F1 over W's
     dense._weight_grad_rows(A, dZ, dW1, 0, n_in, inv_m, dense._panels(dZ))
     np.testing.assert_array_equal(dW1, dW2)
+    dense._forward_blocks(A, W, dense._panels(W), b, relu, Z1, A1)
+    np.testing.assert_array_equal(Z1, Z2)
+    np.testing.assert_array_equal(A1, A2)
     Zp = rng.standard_normal((m, n_in)).astype(dtype)
     Ap = np.maximum(Zp, 0)
     d1, d2 = np.empty((m, n_in), dtype), np.empty((m, n_in), dtype)

@@ -15,7 +15,8 @@ lie, with two exceptions: B4 of a narrow layer (``tables.b4_transposed``, a clas
 layer; any layer of a modest W in batches of many rows) reads W^T, copied once per backward pass
 into room after the slots (column WT_OFF gives its offset per layer l >= 2, -1 where B4 reads W as
 stored); and B2 of a layer with many inputs, in batches of many rows (``tables.reads_panels``), reads
-dZ packed into panels once per step, in room of its own (column PANEL_OFF, ``dz_panels``). Then come
+dZ packed into panels once per step, in room of its own (column PANEL_OFF, ``dz_panels``), as F1 of
+layer 1 reads W[1] (``tables.f1_reads_panels``, column W_PANEL_OFF, ``w_panels``). Then come
 the targets ``Y`` and two vectors of ``rows`` (per-example losses, per-example norms).
 
 Offsets are computed here, once, and nowhere else: the compiled accessors below
@@ -25,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .tables import ROW_PASS_ROWS, b4_transposed, k_chunks, reads_panels
+from .tables import ROW_PASS_ROWS, b4_transposed, f1_reads_panels, k_chunks, reads_panels
 
 # Every block (theta, its gradient and optimizer state, the work block) and every slot in the work
 # block starts on a 64-byte cache line: the tuned products move 64-byte vectors on AVX-512, and one
@@ -38,8 +39,9 @@ N_IN, N_OUT, W_OFF, B_OFF, ACT = range(5)
 # columns of the work table ``slots`` (one row per layer l = 0..L; row 0 is the input X = A[0]); WT_OFF
 # is the offset of W[l]^T (n_l, n_{l-1}), or -1; PART_OFF, in row 1 only, that of the partial sums of
 # F1 of layer 1 (``partials``), or -1; PANEL_OFF that of the room for dZ[l]'s packed panels, which B2
-# reads in batches of many rows (``dz_panels``), or -1
-WIDTH, Z_OFF, A_OFF, DZ_OFF, WT_OFF, PART_OFF, PANEL_OFF = range(7)
+# reads in batches of many rows (``dz_panels``), or -1; W_PANEL_OFF, in row 1 only, that of the room for
+# W[1]'s packed panels, which the step's F1 of layer 1 reads in batches of many rows (``w_panels``), or -1
+WIDTH, Z_OFF, A_OFF, DZ_OFF, WT_OFF, PART_OFF, PANEL_OFF, W_PANEL_OFF = range(8)
 # The widest panel of a packed operand, in bytes (two 512-bit vectors, AVX-512): the room for dZ's panels
 # holds any narrower panel width too.
 WIDEST_PANEL_BYTES = 128
@@ -64,8 +66,8 @@ class Update(NamedTuple):
 class Buffers(NamedTuple):
     """The work side: every activation, delta and scratch of a batch of up to ``rows`` examples."""
     work: np.ndarray    # the one flat block; all fields below are views into it
-    slots: np.ndarray   # (L + 1, 7) int64: n_l and the offsets of Z[l], A[l], dZ[l], W[l]^T, F1's partials,
-                        # dZ[l]'s panels
+    slots: np.ndarray   # (L + 1, 8) int64: n_l and the offsets of Z[l], A[l], dZ[l], W[l]^T, F1's partials,
+                        # dZ[l]'s panels, W[1]'s panels
     rows: int           # capacity in examples
     y: np.ndarray       # (rows * n_L,) targets of the batch
     losses: np.ndarray  # (rows,) per-example losses L(i)
@@ -140,7 +142,7 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
     if rows < 1:
         raise ValueError(f"rows: expected a batch capacity >= 1, got {rows}")
     widths = [int(layers[0, N_IN])] + [int(n) for n in layers[:, N_OUT]]
-    slots = np.full((len(widths), 7), -1, dtype=np.int64)
+    slots = np.full((len(widths), 8), -1, dtype=np.int64)
     line = ALIGN_BYTES // np.dtype(dtype).itemsize
 
     def room(size):
@@ -166,6 +168,9 @@ def make_buffers(layers, rows, dtype, weighted=False, sparse_input=False):
     for l in range(1, len(widths)):
         if reads_panels(widths[l - 1], rows):
             slots[l, PANEL_OFF] = room(-(-widths[l] // widest) * widest * rows)
+    # and F1 of layer 1 reads W[1] packed into panels (``tables.f1_reads_panels``): room for them too
+    if not sparse_input and f1_reads_panels(rows, widths[0]):
+        slots[1, W_PANEL_OFF] = room(-(-widths[1] // widest) * widest * widths[0])
     # the fused step of a small batch may split layer 1's sum over k between threads, by its chunks
     # (``kernels.network``): every chunk but the first then needs a partial sum of its own
     if not sparse_input and k_chunks(widths[0]) > 1:
@@ -276,6 +281,15 @@ def dz_panels(buf, l, m, w):
     return block_view(buf.work, o, (-(-n // w), m, w))
 
 
+def w_panels(buf, l, w):
+    """The room for the panels of W[l] (n_{l-1} rows) that the step's F1 reads (``kernels.dense._panels_in``), as
+    (ceil(n_l / w), n_{l-1}, w) for panels w numbers wide; (0, 0, w) where there is none (only layer 1 has room)."""
+    n, n_prev, o = buf.slots[l, WIDTH], buf.slots[l - 1, WIDTH], buf.slots[l, W_PANEL_OFF]
+    if o < 0:
+        return block_view(buf.work, 0, (0, 0, w))
+    return block_view(buf.work, o, (-(-n // w), n_prev, w))
+
+
 def partials(buf):
     """The partial sums of F1 of layer 1, (k_chunks(n_0) - 1, min(rows, ROW_PASS_ROWS), n_1): row q - 1 for
     chunk q of the sum over k; the first m rows of each serve a batch of m. (0, 0, n_1) when there is no room."""
@@ -294,4 +308,5 @@ def targets(buf, m):
 
 
 # (``k_chunks`` is the rule of ``tables``, compiled here with the views that read it)
-COMPILED = ("params", "param_rows", "_slot", "z", "a", "dz", "wt", "dz_panels", "partials", "targets", "k_chunks")
+COMPILED = ("params", "param_rows", "_slot", "z", "a", "dz", "wt", "dz_panels", "w_panels", "partials", "targets",
+            "k_chunks")

@@ -68,8 +68,7 @@ def packs(m, K, N):
 # (``kernels._gemm.nn_rows_panels``) from PANELS_MIN_ROWS rows of C and PANELS_MIN_K terms on. Two
 # threads, in-process, time over dZ's panels (the packing included) against dZ as stored, medians of
 # 30-40 paired rounds (interquartile ranges within +-4%): at 1024 examples 0.88-0.91 (784 x 128 dW), 0.87
-# (256 x 128), 0.94 (128 x 64), at 2048 0.89; at 128 and 256 examples 0.85-1.04, at 64 0.97. F1 over W's
-# panels, measured the same way: 0.96-1.07, not taken.
+# (256 x 128), 0.94 (128 x 64), at 2048 0.89; at 128 and 256 examples 0.85-1.04, at 64 0.97.
 PANELS_MIN_ROWS = 128
 PANELS_MIN_K = 512
 
@@ -77,6 +76,18 @@ PANELS_MIN_K = 512
 def reads_panels(rows, K):
     """Whether a product (B2) with ``rows`` rows of C, summed over K, reads its B (dZ) packed into panels."""
     return rows >= PANELS_MIN_ROWS and K >= PANELS_MIN_K
+
+
+# F1 reads W's packed panels from F1_PANELS_MIN_ROWS rows of a batch and PANELS_MIN_K inputs on: two
+# threads, in-process, paired rounds, time over W's panels (the packing, a parallel pass of its own,
+# included) against W as stored: 0.86 at 1024 x 784 x 128, 0.85 at 512 x 784 x 128, 1.17 at 128 x 784 x
+# 128. (Measured first with the packing called from inside the parallel function: 0.96-1.07.)
+F1_PANELS_MIN_ROWS = 512
+
+
+def f1_reads_panels(rows, K):
+    """Whether F1 of a batch of ``rows`` rows and K inputs reads W packed into panels."""
+    return rows >= F1_PANELS_MIN_ROWS and K >= PANELS_MIN_K
 
 
 def b4_transposed(n_in, n_out, itemsize, rows):

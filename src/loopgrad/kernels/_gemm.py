@@ -107,15 +107,15 @@ def nn_rows_chunks(X, B, C, i0, i1, q0, q1, chunk):
 
 @jit
 def nn_rows_panels(X, B, C, i0, i1, P):
-    """``nn_rows`` (C[i,:] = sum_k X[i,k] B[k,:] for rows i0 <= i < i1; B2 with B = dZ) reading B from its packed
-    panels P (``pack_panel_rows``: every panel, all K rows) where P holds them, X in place; with P empty (no
-    rows) B as stored, ``nn_rows`` itself. The same multiply-adds in the same order as ``nn_rows``, so the
-    same bits.
+    """``nn_rows`` (C[i,:] = sum_k X[i,k] B[k,:] for rows i0 <= i < i1; F1 with B = W, B2 with B = dZ) reading B
+    from its packed panels P (``pack_panel_rows``: every panel, all K rows) where P holds them, X in place;
+    with P empty (no rows) B as stored, ``nn_rows`` itself. The same multiply-adds in the same order as
+    ``nn_rows``, so the same bits.
 
-    Rows of B at a stride of a power of two bytes (dZ of 128 columns in float32: 512 B) fall into a few
+    Rows of B at a stride of a power of two bytes (W or dZ of 128 columns in float32: 512 B) fall into a few
     of L1's sets, so a chunk's panel cannot stay in L1 while the register blocks go by; a panel's rows,
-    64 B each one after another, can. Packed once per product (``tables.reads_panels``) and read by every
-    task."""
+    64 B each one after another, can. Packed once per product (``tables.reads_panels``,
+    ``tables.f1_reads_panels``) and read by every task."""
     if P.shape[1] != X.shape[1] or P.shape[0] == 0:
         nn_rows(X, B, C, i0, i1)
         return
@@ -153,6 +153,7 @@ PACKED_TASK_BYTES = 1 << 21
 packs = jit(tables.packs)
 # Whether B2 reads dZ's packed panels (``nn_rows_panels``): the rule of ``tables``, compiled.
 reads_panels = jit(tables.reads_panels)
+f1_reads_panels = jit(tables.f1_reads_panels)
 
 
 @jit

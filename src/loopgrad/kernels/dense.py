@@ -12,16 +12,18 @@ import numpy as np
 from .. import _checks, _company
 from ..tables import b4_transposed
 from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
-from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, nn_packed_rows, nn_rows, nn_rows_panels, nt_rows, pack_panel,
-                    pack_panel_rows, packed_task_rows, packs, panel_shape, reads_panels, task_rows, unaliased)
+from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, f1_reads_panels, nn_packed_rows, nn_rows, nn_rows_panels,
+                    nt_rows, pack_panel, pack_panel_rows, packed_task_rows, packs, panel_shape, reads_panels,
+                    task_rows, unaliased)
 from .activations import _act_rows_backward, _act_rows_forward
 
 
 @jit
-def _forward_rows(A_prev, W, b, code, Z, A, i0, i1):
-    """F1 then F2/F3 on rows i0 <= i < i1: Z[i,j] = sum_k A_prev[i,k] W[k,j] + b[j], A[i] = g(Z[i])."""
-    # sum_k A_prev[i,k] * W[k,j]: the outer-product form, W as it is stored
-    nn_rows(A_prev, W, Z, i0, i1)
+def _forward_rows(A_prev, W, b, code, Z, A, i0, i1, P):
+    """F1 then F2/F3 on rows i0 <= i < i1: Z[i,j] = sum_k A_prev[i,k] W[k,j] + b[j], A[i] = g(Z[i]). P: W's
+    packed panels (``_panels_in``), or none."""
+    # sum_k A_prev[i,k] * W[k,j]: the outer-product form, W as it is stored or its panels
+    nn_rows_panels(A_prev, W, Z, i0, i1, P)
     _bias_act_rows(b, code, Z, A, i0, i1)
 
 
@@ -38,11 +40,11 @@ def _bias_act_rows(b, code, Z, A, i0, i1):
 
 
 @jit(parallel=True)
-def _forward_blocks(A_prev, W, b, code, Z, A):
+def _forward_blocks(A_prev, W, P, b, code, Z, A):
     m = A_prev.shape[0]
     rows = task_rows(m, Z.shape[1])
     for blk in prange((m + rows - 1) // rows):
-        _forward_rows(A_prev, W, b, code, Z, A, blk * rows, min(m, (blk + 1) * rows))
+        _forward_rows(A_prev, W, b, code, Z, A, blk * rows, min(m, (blk + 1) * rows), P)
 
 
 @jit(parallel=True)
@@ -73,12 +75,12 @@ def _no_panels(B):
 
 
 @jit
-def _panels_in(B, rows, room):
-    """B's packed panels (``_pack_panels``) where a product with ``rows`` rows of C reads them
-    (``tables.reads_panels``, B's rows contiguous), packed into ``room`` when it has their shape (the
-    step's buffers, ``layout.dz_panels``), else into new memory; where it does not, ``room``'s first none
-    (the products then read B as stored): dZ of B2 in its unpacked product."""
-    if not reads_panels(rows, B.shape[0]) or B.strides[1] != B.itemsize:
+def _panels_in(B, wanted, room):
+    """B's packed panels (``_pack_panels``) where the product reads them (``wanted``: ``tables.reads_panels``
+    for dZ of B2, ``tables.f1_reads_panels`` for W of F1) and B's rows are contiguous, packed into ``room``
+    when it has their shape (the step's buffers, ``layout.dz_panels``, ``layout.w_panels``), else into new
+    memory; otherwise ``room``'s first none (the products then read B as stored)."""
+    if not wanted or B.strides[1] != B.itemsize:
         return room[:0]
     if room.shape != panel_shape(B):
         return _panels(B)
@@ -102,15 +104,17 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A):
     """F1 then F2/F3 fused in the store: Z = A_prev W + b, A = g(Z), one block of rows per task.
 
     ``code < 0`` stops after F1. Small products run on the calling thread. (The serial path stays
-    outside the parallel function: inside it, calls cost a few us more.)
+    outside the parallel function: inside it, calls cost a few us more.) Large batches over many inputs
+    read W's packed panels (``tables.f1_reads_panels``), packed here into new memory.
     """
     m, n_in = A_prev.shape
     if m * n_in * W.shape[1] < SERIAL_WORK:
-        _forward_rows(A_prev, W, b, code, Z, A, FIRST, m)
+        _forward_rows(A_prev, W, b, code, Z, A, FIRST, m, _no_panels(W))
     elif packs(m, n_in, W.shape[1]):
         _forward_packed(A_prev, _panels(W), b, code, Z, A)
     else:
-        _forward_blocks(A_prev, unaliased(W, m), b, code, Z, A)
+        W_read = unaliased(W, m)
+        _forward_blocks(A_prev, W_read, _panels_in(W_read, f1_reads_panels(m, n_in), _no_panels(W)), b, code, Z, A)
 
 
 @jit
@@ -174,7 +178,7 @@ def _weight_grad_room_into(A_prev, dZ, dW, room):
         _weight_grad_packed(A_prev, _panels(dZ), dW, inv_m)
     else:
         A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
-        _weight_grad_blocks(A_read, dZ_read, dW, inv_m, _panels_in(dZ_read, n_in, room))
+        _weight_grad_blocks(A_read, dZ_read, dW, inv_m, _panels_in(dZ_read, reads_panels(n_in, m), room))
 
 
 @jit

@@ -13,7 +13,8 @@ from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP, ROW_PASS_ROWS
-from ._gemm import ROW_BLOCK, SERIAL_WORK, k_chunking, nn_rows_chunks, panel_shape, task_rows, unaliased
+from ._gemm import (ROW_BLOCK, SERIAL_WORK, f1_reads_panels, k_chunking, nn_rows_chunks, panel_shape, reads_panels,
+                    task_rows, unaliased)
 from .dense import (_bias_act_rows, _bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into,
                     _input_grad_rows, _no_panels, _panels_in, _sq_norm_row, _transpose_into, _weight_grad_operands,
                     _weight_grad_room_into, _weight_grad_rows)
@@ -218,7 +219,8 @@ def _row_pass(net, buf, m, wsum, clip_norm, X, rows, i0, i1):
     if rows.shape[0] > 0:
         _gather_rows(X, rows, layout.a(buf, 0, m), i0, i1)
     W, b = layout.params(net.theta, net.layers, 0)
-    _forward_rows(layout.a(buf, 0, m), W, b, net.layers[0, ACT], layout.z(buf, 1, m), layout.a(buf, 1, m), i0, i1)
+    _forward_rows(layout.a(buf, 0, m), W, b, net.layers[0, ACT], layout.z(buf, 1, m), layout.a(buf, 1, m), i0, i1,
+                  _no_panels(W))
     _row_pass_on(net, buf, m, wsum, clip_norm, i0, i1)
 
 
@@ -229,7 +231,7 @@ def _row_pass_on(net, buf, m, wsum, clip_norm, i0, i1):
     for l in range(2, L + 1):
         W, b = layout.params(net.theta, net.layers, l - 1)
         _forward_rows(layout.a(buf, l - 1, m), W, b, net.layers[l - 1, ACT], layout.z(buf, l, m),
-                      layout.a(buf, l, m), i0, i1)
+                      layout.a(buf, l, m), i0, i1, _no_panels(W))
     Y = layout.targets(buf, m)
     _loss_rows_into(net.loss, layout.z(buf, L, m)[i0:i1], layout.a(buf, L, m)[i0:i1], Y[i0:i1], buf.losses[i0:i1])
     dZ = layout.dz(buf, L, m)
@@ -330,13 +332,13 @@ def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, update, t):
 
 
 @jit(parallel=True)
-def _gather_forward_blocks(X, rows, A0, W, b, code, Z, A):
+def _gather_forward_blocks(X, rows, A0, W, P, b, code, Z, A):
     m = A0.shape[0]
     step = task_rows(m, Z.shape[1])
     for blk in prange((m + step - 1) // step):
         i0, i1 = blk * step, min(m, (blk + 1) * step)
         _gather_rows(X, rows, A0, i0, i1)
-        _forward_rows(A0, W, b, code, Z, A, i0, i1)
+        _forward_rows(A0, W, b, code, Z, A, i0, i1, P)
 
 
 @jit
@@ -348,8 +350,10 @@ def _forward_from_rows(net, buf, m, X, rows):
     A0 = layout.a(buf, 0, m)
     W, b = layout.params(net.theta, net.layers, 0)
     if rows.shape[0] > 0 and m * W.shape[0] * W.shape[1] >= SERIAL_WORK:
-        _gather_forward_blocks(X, rows, A0, unaliased(W, m), b, net.layers[0, ACT], layout.z(buf, 1, m),
-                               layout.a(buf, 1, m))
+        W_read = unaliased(W, m)
+        # W's panels (large batches over many inputs) packed into the buffers' room, once per step: W moves
+        P = _panels_in(W_read, f1_reads_panels(m, W.shape[0]), layout.w_panels(buf, 1, panel_shape(W)[2]))
+        _gather_forward_blocks(X, rows, A0, W_read, P, b, net.layers[0, ACT], layout.z(buf, 1, m), layout.a(buf, 1, m))
         _dense_forward_from(net, buf, m, 2)
         return
     if rows.shape[0] > 0:
@@ -393,7 +397,7 @@ def _grads_and_update(net, buf, m, update, t, split):
         else:
             A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
             _grad_update_blocks(A_read, dZ_read, dW, net, update, t, l,
-                                _panels_in(dZ_read, n_in, _panel_room(buf, l + 1, m, dZ)))
+                                _panels_in(dZ_read, reads_panels(n_in, m), _panel_room(buf, l + 1, m, dZ)))
         _bias_grad_into(dZ, db)
         p0, p1 = layout.param_rows(net.layers, l, n_in, n_in + 1)  # b is the row after W's
         _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
