@@ -107,6 +107,12 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A):
     outside the parallel function: inside it, calls cost a few us more.) Large batches over many inputs
     read W's packed panels (``tables.f1_reads_panels``), packed here into new memory.
     """
+    _dense_act_forward_room_into(A_prev, W, b, code, Z, A, _no_panels(W))
+
+
+@jit
+def _dense_act_forward_room_into(A_prev, W, b, code, Z, A, room):
+    """``_dense_act_forward_into`` with room for W's panels where F1 reads them (``_panels_in``)."""
     m, n_in = A_prev.shape
     if m * n_in * W.shape[1] < SERIAL_WORK:
         _forward_rows(A_prev, W, b, code, Z, A, FIRST, m, _no_panels(W))
@@ -114,7 +120,7 @@ def _dense_act_forward_into(A_prev, W, b, code, Z, A):
         _forward_packed(A_prev, _panels(W), b, code, Z, A)
     else:
         W_read = unaliased(W, m)
-        _forward_blocks(A_prev, W_read, _panels_in(W_read, f1_reads_panels(m, n_in), _no_panels(W)), b, code, Z, A)
+        _forward_blocks(A_prev, W_read, _panels_in(W_read, f1_reads_panels(m, n_in), room), b, code, Z, A)
 
 
 @jit

@@ -15,7 +15,7 @@ from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP, ROW_PASS_ROWS
 from ._gemm import (ROW_BLOCK, SERIAL_WORK, f1_reads_panels, k_chunking, nn_rows_chunks, panel_shape, reads_panels,
                     task_rows, unaliased)
-from .dense import (_bias_act_rows, _bias_grad_into, _dense_act_forward_into, _forward_rows, _input_grad_act_into,
+from .dense import (_bias_act_rows, _bias_grad_into, _dense_act_forward_room_into, _forward_rows, _input_grad_act_into,
                     _input_grad_rows, _no_panels, _panels_in, _sq_norm_row, _transpose_into, _weight_grad_operands,
                     _weight_grad_room_into, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
@@ -42,8 +42,9 @@ def forward_into(net, buf, m):
 def _dense_forward_from(net, buf, m, first):
     for l in range(first, net.layers.shape[0] + 1):
         W, b = layout.params(net.theta, net.layers, l - 1)
-        _dense_act_forward_into(layout.a(buf, l - 1, m), W, b, net.layers[l - 1, ACT], layout.z(buf, l, m),
-                                layout.a(buf, l, m))
+        # W's panels (large batches over many inputs) into the buffers' room where it has one (layer 1)
+        _dense_act_forward_room_into(layout.a(buf, l - 1, m), W, b, net.layers[l - 1, ACT], layout.z(buf, l, m),
+                                     layout.a(buf, l, m), layout.w_panels(buf, l, panel_shape(W)[2]))
 
 
 @jit
