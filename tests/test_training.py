@@ -432,6 +432,10 @@ def test_thread_choice_runs_the_faster_setting_and_tries_the_other_now_and_then(
     ran = _drive(_threads.ThreadChoice(2), lambda k, i: (1e-3 / k) if i < 60 or k == 1 else 2e-2, 200)
     assert ran[40:60].count(2) >= 18
     assert ran[60 + _threads.MAX_INTERVAL + 2:].count(2) <= 3
+    # the first timed chunk on two threads is slow (a transient after the warm-up), later ones twice as fast
+    # as one thread: two threads from then on, not one thread for the rest of the fit
+    ran = _drive(_threads.ThreadChoice(2), lambda k, i: 2e-2 if k == 2 and i == 1 else 1e-3 / k, 60)
+    assert ran[5:].count(2) >= 50
     # one thread: nothing to choose, the whole epoch in one call
     assert _threads.ThreadChoice(1).plan(500) == (1, 500)
 

@@ -20,7 +20,10 @@ CHUNK_SECONDS = 0.05
 FIRST_INTERVAL, MAX_INTERVAL = 8, 128
 MARGIN = 1.25
 # A setting's speed is the best seconds per step of its last RECENT chunks; one thread is chosen only
-# when it beats all threads by BIAS.
+# when it beats all threads by BIAS, and only once all threads have run RECENT timed chunks: the first
+# one is short (8 steps) and comes right after the warm-up, and a transient in it alone (784-128-64-10
+# at batch 32 on the 2-core Zen 5 guest: one fresh process in about twenty) once put a whole fit on one
+# thread, 113 us a step where two ran 63.
 RECENT = 3
 BIAS = 1.2
 
@@ -48,7 +51,7 @@ class ThreadChoice:
         return min(self.rates[threads]) if threads in self.rates else None
 
     def _preferred(self):
-        if len(self.rates) < 2:
+        if len(self.rates) < 2 or len(self.rates[self.threads]) < RECENT:
             return self.threads
         return 1 if BIAS * self._rate(1) < self._rate(self.threads) else self.threads
 
