@@ -581,6 +581,14 @@ def _outer_rows_intrinsics():
                     for h in range(nvec):
                         # C[i+r, j+h*w : j+(h+1)*w] += X[i+r,k] * B[k, j+h*w : j+(h+1)*w]
                         builder.store(builder.call(fmuladd, [xs, bk[h], builder.load(acc[r][h])]), acc[r][h])
+                latch = builder.basic_block
+            if rows >= PREFETCH_MIN_ROWS:
+                # LLVM unrolled the k loop of the 9- to 11-row blocks by two (the larger ones' bodies exceed its
+                # threshold): with the prefetch's addresses that takes more than x86's 16 general registers, and
+                # the spilled row pointers were reloaded at every k. One thread, F1 of 14 x 784 x 128 with X in
+                # rows (C), GFLOP/s at 8 / 9 / 10 / 11 / 12 rows on the Zen 5 guest: 239 / 173 / 164 / 154 / 244
+                # unrolled, 235 / 239 / 240 / 241 / 240 not; float64 9-11 rows 78-91 -> 119-122 (8: 112-119)
+                latch.terminator.set_metadata("llvm.loop", no_unroll(builder.module))
             for r in range(rows):
                 for h in range(nvec):
                     ptr = at(cp, row[r], col[h], vty)
@@ -602,6 +610,15 @@ def _outer_rows_intrinsics():
                             block(nvec, False)
                         with masked:
                             block(nvec, True)
+
+    def no_unroll(module):
+        # a loop's ID (a node whose first operand is itself) that asks LLVM not to unroll it
+        from llvmlite.ir import values
+
+        hint = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+        loop_id = values.MDValue(module, [hint], name=str(len(module.metadata)))
+        loop_id.operands = (loop_id, hint)
+        return loop_id
 
     def emit_rows(builder, dtype, xp, bp, cp, i_, r_, j_, cols_, k0_, k1_, add_):
         # one block per row count, r clamped into 1..BLOCK_ROWS (the callers never pass others)
