@@ -66,12 +66,15 @@ def test_fused_step_equals_the_layer_by_layer_step(m, opt, weighted, rng):
     assert not np.array_equal(runs[0][0], model.theta)
 
 
-@pytest.mark.parametrize("sizes", [(600, 64, 10), (300, 64)])  # 4 and 2 chunks of k in layer 1
+# 4 and 2 chunks of k in layer 1; (600, 1024, 256, 10): layer 2's A_prev has rows of 4 KB, so its B2 reads a
+# padded copy in a region of its own, while layer 3's runs in layer 1's tasks
+@pytest.mark.parametrize("sizes", [(600, 64, 10), (300, 64), (600, 1024, 256, 10)])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_the_step_that_splits_layer_one_by_chunks_of_k_equals_the_layer_by_layer_step(sizes, weighted, rng):
     """At a small batch with a wide first layer the fused step gives each chunk of layer 1's sum over k to a
-    task of its own (F1 into partials, B2 and the update of those rows of W): the bits of forward_into,
-    gradients_into and the update in turn, on one thread and on two."""
+    task of its own (F1 into partials, B2 and the update of those rows of W, then a range of rows of each
+    later layer's dW that joins them): the bits of forward_into, gradients_into and the update in turn, on
+    one thread and on two."""
     import numba
     from loopgrad.kernels import optim as loop_optim
 
@@ -98,6 +101,8 @@ def test_the_step_that_splits_layer_one_by_chunks_of_k_equals_the_layer_by_layer
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         assert fused == bool(np.any(layout.partials(buf)))  # the split ran (and only in the fused step)
+        joined = [loop_network._joins_first_layer(net, buf, m, l) for l in range(1, len(sizes) - 1)]
+        assert joined == [sizes[l] * 4 % 4096 != 0 or sizes[l + 1] < 256 for l in range(1, len(sizes) - 1)]
         runs.append(probe.theta.copy())
     np.testing.assert_array_equal(runs[0], runs[2])
     np.testing.assert_array_equal(runs[1], runs[2])

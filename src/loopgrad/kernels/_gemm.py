@@ -346,12 +346,19 @@ UNALIAS_MIN_REUSE = 256
 
 
 @jit
+def aliases(B, reuse):
+    """Whether ``unaliased`` copies B: rows at a stride of a multiple of UNALIAS_ROW_BYTES, each number used
+    at least UNALIAS_MIN_REUSE times (``reuse``)."""
+    return reuse >= UNALIAS_MIN_REUSE and B.shape[0] >= 2 and B.strides[0] % UNALIAS_ROW_BYTES == 0
+
+
+@jit
 def unaliased(B, reuse):
     """An operand of F1 (W) or B2 (A_prev, dZ) as it is, or a copy of it whose rows are
     UNALIAS_PAD_BYTES longer when their stride is a multiple of UNALIAS_ROW_BYTES and each of its
     numbers is used at least UNALIAS_MIN_REUSE times (``reuse``) by the product; the copy's first
     B.shape[1] columns equal B, the rest are never read."""
-    if reuse < UNALIAS_MIN_REUSE or B.shape[0] < 2 or B.strides[0] % UNALIAS_ROW_BYTES != 0:
+    if not aliases(B, reuse):
         return B
     P = np.empty((B.shape[0], B.shape[1] + UNALIAS_PAD_BYTES // B.itemsize), B.dtype)
     for k in range(B.shape[0]):

@@ -13,8 +13,8 @@ from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP, ROW_PASS_ROWS
-from ._gemm import (ROW_BLOCK, SERIAL_WORK, f1_reads_panels, k_chunking, nn_rows_chunks, panel_shape, reads_panels,
-                    task_rows, unaliased)
+from ._gemm import (ROW_BLOCK, SERIAL_WORK, aliases, f1_reads_panels, k_chunking, nn_rows_chunks, panel_shape,
+                    reads_panels, task_rows, unaliased)
 from .dense import (_bias_act_rows, _bias_grad_into, _dense_act_forward_room_into, _forward_rows, _input_grad_act_into,
                     _input_grad_rows, _no_panels, _panels_in, _sq_norm_row, _transpose_into, _weight_grad_operands,
                     _weight_grad_room_into, _weight_grad_rows)
@@ -319,10 +319,12 @@ def _split_row_blocks(net, buf, m, wsum, clip_norm):
 
 
 @jit(parallel=True)
-def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, update, t):
+def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, buf, m, update, t):
     """B2 and the update of layer 1, one task per chunk of F1's sum over k: the rows of W that
     ``_first_layer_chunk_sums``'s task of the same number read (so they stay in its core's cache), in
-    blocks of ``task_rows`` rows as ``_grad_update_blocks`` takes them: the same bits."""
+    blocks of ``task_rows`` rows as ``_grad_update_blocks`` takes them: the same bits. Task q then takes the
+    q-th of as many ranges of rows of each later layer's dW that ``_joins_first_layer`` (B2 and the update,
+    the bits of any other cut), so that those layers need no parallel region of their own."""
     K = dW.shape[0]
     count, length = k_chunking(K)
     step = task_rows(K, dW.shape[1])
@@ -330,6 +332,21 @@ def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, update, t):
         j0, j1 = q * length, min(K, (q + 1) * length)
         for j in range(j0, j1, step):
             _grad_update_rows(A_prev, dZ, dW, net, update, t, 0, j, min(j1, j + step), _no_panels(dZ))
+        for l in range(1, net.layers.shape[0]):
+            if _joins_first_layer(net, buf, m, l):
+                dW_l, _ = layout.params(net.grad, net.layers, l)
+                n = dW_l.shape[0]
+                dZ_l = layout.dz(buf, l + 1, m)
+                _grad_update_rows(layout.a(buf, l, m), dZ_l, dW_l, net, update, t, l, n * q // count,
+                                  n * (q + 1) // count, _no_panels(dZ_l))
+
+
+@jit
+def _joins_first_layer(net, buf, m, l):
+    """Whether B2 and the update of layer l + 1 (l >= 1) run in the tasks of ``_first_layer_grad_update_chunks``:
+    where its operands are read as stored (``_weight_grad_operands`` would copy neither)."""
+    dW, _ = layout.params(net.grad, net.layers, l)
+    return not (aliases(layout.a(buf, l, m), dW.shape[1]) or aliases(layout.dz(buf, l + 1, m), dW.shape[0]))
 
 
 @jit(parallel=True)
@@ -385,14 +402,17 @@ def _grad_update_blocks(A_prev, dZ, dW, net, update, t, l, P):
 def _grads_and_update(net, buf, m, update, t, split):
     """B2 and B3 for every layer, each block of parameters updated as soon as its gradient is written:
     ``_dense_grads_from`` with the update fused in (the same gradient bits). With ``split``, layer 1's B2
-    goes by the chunks its F1 went by (``_first_layer_grad_update_chunks``)."""
+    goes by the chunks its F1 went by, and the later layers' B2 in the same tasks
+    (``_first_layer_grad_update_chunks``): one parallel region for all of them."""
     for l in range(net.layers.shape[0]):
         dW, db = layout.params(net.grad, net.layers, l)
         A_prev, dZ = layout.a(buf, l, m), layout.dz(buf, l + 1, m)
         n_in = dW.shape[0]
         if l == 0 and split:
             A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
-            _first_layer_grad_update_chunks(A_read, dZ_read, dW, net, update, t)
+            _first_layer_grad_update_chunks(A_read, dZ_read, dW, net, buf, m, update, t)
+        elif split and _joins_first_layer(net, buf, m, l):
+            pass  # done by layer 1's tasks
         elif m * n_in * dW.shape[1] < SERIAL_WORK:
             _grad_update_rows(A_prev, dZ, dW, net, update, t, l, FIRST, n_in, _no_panels(dZ))
         else:
