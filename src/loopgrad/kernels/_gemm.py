@@ -347,8 +347,8 @@ UNALIAS_MIN_REUSE = 256
 
 @jit
 def aliases(B, reuse):
-    """Whether ``unaliased`` copies B: rows at a stride of a multiple of UNALIAS_ROW_BYTES, each number used
-    at least UNALIAS_MIN_REUSE times (``reuse``)."""
+    """Whether ``unaliased`` copies B, an operand of F1 (W) or B2 (A_prev, dZ): rows at a stride of a multiple
+    of UNALIAS_ROW_BYTES, each number used at least UNALIAS_MIN_REUSE times (``reuse``)."""
     return reuse >= UNALIAS_MIN_REUSE and B.shape[0] >= 2 and B.strides[0] % UNALIAS_ROW_BYTES == 0
 
 
