@@ -324,31 +324,21 @@ def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, buf, m, update, t):
     ``_first_layer_chunk_sums``'s task of the same number read (so they stay in its core's cache), in
     blocks of ``task_rows`` rows as ``_grad_update_blocks`` takes them: the same bits. Task q then takes the
     q-th of as many ranges of rows of each later layer's dW that ``_joins_first_layer`` (B2 and the update,
-    the bits of any other cut), so that those layers need no parallel region of their own, and the q-th
-    range of columns of every layer's db (B3 and the update: each db[k] sums over the examples in order)."""
+    the bits of any other cut), so that those layers need no parallel region of their own."""
     K = dW.shape[0]
     count, length = k_chunking(K)
     step = task_rows(K, dW.shape[1])
-    L = net.layers.shape[0]
     for q in prange(count):
         j0, j1 = q * length, min(K, (q + 1) * length)
         for j in range(j0, j1, step):
             _grad_update_rows(A_prev, dZ, dW, net, update, t, 0, j, min(j1, j + step), _no_panels(dZ))
-        for l in range(1, L):
+        for l in range(1, net.layers.shape[0]):
             if _joins_first_layer(net, buf, m, l):
                 dW_l, _ = layout.params(net.grad, net.layers, l)
                 n = dW_l.shape[0]
                 dZ_l = layout.dz(buf, l + 1, m)
                 _grad_update_rows(layout.a(buf, l, m), dZ_l, dW_l, net, update, t, l, n * q // count,
                                   n * (q + 1) // count, _no_panels(dZ_l))
-        for l in range(L):
-            _, db = layout.params(net.grad, net.layers, l)
-            n = db.shape[0]
-            c0, c1 = n * q // count, n * (q + 1) // count
-            _bias_grad_into(layout.dz(buf, l + 1, m)[:, c0:c1], db[c0:c1])
-            b0, _ = layout.param_rows(net.layers, l, net.layers[l, N_IN], net.layers[l, N_IN] + 1)
-            _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t,
-                                  b0 + c0, b0 + c1)
 
 
 @jit
@@ -412,7 +402,7 @@ def _grad_update_blocks(A_prev, dZ, dW, net, update, t, l, P):
 def _grads_and_update(net, buf, m, update, t, split):
     """B2 and B3 for every layer, each block of parameters updated as soon as its gradient is written:
     ``_dense_grads_from`` with the update fused in (the same gradient bits). With ``split``, layer 1's B2
-    goes by the chunks its F1 went by, and the later layers' B2 and every layer's B3 in the same tasks
+    goes by the chunks its F1 went by, and the later layers' B2 in the same tasks
     (``_first_layer_grad_update_chunks``): one parallel region for all of them."""
     for l in range(net.layers.shape[0]):
         dW, db = layout.params(net.grad, net.layers, l)
@@ -429,8 +419,6 @@ def _grads_and_update(net, buf, m, update, t, split):
             A_read, dZ_read = _weight_grad_operands(A_prev, dZ)
             _grad_update_blocks(A_read, dZ_read, dW, net, update, t, l,
                                 _panels_in(dZ_read, reads_panels(n_in, m), _panel_room(buf, l + 1, m, dZ)))
-        if split:
-            continue  # B3 done by layer 1's tasks
         _bias_grad_into(dZ, db)
         p0, p1 = layout.param_rows(net.layers, l, n_in, n_in + 1)  # b is the row after W's
         _optimizer_range_into(update.code, net.theta, net.grad, update.state, net.decay, update.hyper, t, p0, p1)
