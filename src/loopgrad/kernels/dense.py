@@ -12,9 +12,9 @@ import numpy as np
 from .. import _checks, _company
 from ..tables import b4_transposed
 from .._numba import FIRST, OVERWRITE, jit, prange, refuse_in_forked_child
-from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, f1_reads_panels, nn_packed_rows, nn_rows, nn_rows_panels,
-                    nt_rows, pack_panel, pack_panel_rows, packed_task_rows, packs, panel_shape, reads_panels,
-                    task_rows, unaliased)
+from ._gemm import (PACK_ROWS, ROW_BLOCK, SERIAL_WORK, aliases, f1_reads_panels, nn_packed_rows, nn_rows,
+                    nn_rows_panels, nt_rows, pack_panel, pack_panel_rows, packed_task_rows, packs, panel_shape,
+                    reads_panels, task_rows, unaliased)
 from .activations import _act_rows_backward, _act_rows_forward
 
 
@@ -165,6 +165,12 @@ def _weight_grad_operands(A_prev, dZ):
     """A_prev and dZ as B2's parallel blocks read them: each ``unaliased``, A_prev's numbers being used
     n_out times and dZ's n_in times."""
     return unaliased(A_prev, dZ.shape[1]), unaliased(dZ, A_prev.shape[1])
+
+
+@jit
+def _weight_grad_copies(A_prev, dZ):
+    """Whether ``_weight_grad_operands`` copies A_prev or dZ (B2's operands, ``_gemm.aliases``)."""
+    return aliases(A_prev, dZ.shape[1]) or aliases(dZ, A_prev.shape[1])
 
 
 @jit

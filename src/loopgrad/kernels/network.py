@@ -13,11 +13,11 @@ from .. import layout
 from .._numba import FIRST, jit, prange
 from ..layout import ACT, N_IN, N_OUT
 from ..tables import H_CLIP, ROW_PASS_ROWS
-from ._gemm import (ROW_BLOCK, SERIAL_WORK, aliases, f1_reads_panels, k_chunking, nn_rows_chunks, panel_shape,
+from ._gemm import (ROW_BLOCK, SERIAL_WORK, f1_reads_panels, k_chunking, nn_rows_chunks, panel_shape,
                     reads_panels, task_rows, unaliased)
 from .dense import (_bias_act_rows, _bias_grad_into, _dense_act_forward_room_into, _forward_rows, _input_grad_act_into,
-                    _input_grad_rows, _no_panels, _panels_in, _sq_norm_row, _transpose_into, _weight_grad_operands,
-                    _weight_grad_room_into, _weight_grad_rows)
+                    _input_grad_rows, _no_panels, _panels_in, _sq_norm_row, _transpose_into, _weight_grad_copies,
+                    _weight_grad_operands, _weight_grad_room_into, _weight_grad_rows)
 from .losses import _loss_rows_into, _mean, _output_delta_into
 from .noise import _dp_noise_into
 from .sparse import _sparse_forward_into, _sparse_weight_grad_into
@@ -345,8 +345,7 @@ def _first_layer_grad_update_chunks(A_prev, dZ, dW, net, buf, m, update, t):
 def _joins_first_layer(net, buf, m, l):
     """Whether B2 and the update of layer l + 1 (l >= 1) run in the tasks of ``_first_layer_grad_update_chunks``:
     where its operands are read as stored (``_weight_grad_operands`` would copy neither)."""
-    dW, _ = layout.params(net.grad, net.layers, l)
-    return not (aliases(layout.a(buf, l, m), dW.shape[1]) or aliases(layout.dz(buf, l + 1, m), dW.shape[0]))
+    return not _weight_grad_copies(layout.a(buf, l, m), layout.dz(buf, l + 1, m))
 
 
 @jit(parallel=True)
