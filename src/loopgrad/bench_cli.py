@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from . import bench_fresh
+
 SIZES = [(32, 784, 128), (256, 784, 256), (1024, 1024, 1024)]
 STEPS = [([784, 128, 64, 10], 32), ([784, 128, 64, 10], 128), ([784, 128, 64, 10], 1024), ([64, 64, 10], 32)]
 # Seconds to wait before each timing: after a product, OpenBLAS's workers spin for about 2^28 cycles
@@ -136,7 +138,7 @@ def _steps(dtype, torch, quick):
                 ce(net(tX), ty).backward()
                 sgd.step()
             t_t = _median_seconds(step)
-        flop = 6.0 * m * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        flop = bench_fresh.step_flop(sizes, m)
         rows.append(("train step", f"{'-'.join(map(str, sizes))} m={m}", flop / t_l / 1e9, t_n / t_l,
                      None if t_t is None else t_t / t_l, flop))
     return rows
@@ -257,11 +259,9 @@ def compile_times(dtype="float32"):
 
 def _cmd_bench(args):
     if args.dp:
-        from . import bench_fresh
         print(bench_fresh.dp_table(bench_fresh.dp_ratio(processes=args.processes)))
         return 0
     if args.fresh:
-        from . import bench_fresh
         peak = bench_fresh.sgemm_peak(args.dtype)
         cases = bench_fresh.CASES[:1] if args.quick else bench_fresh.CASES
         rows = bench_fresh.measure(cases, processes=args.processes, dtype=args.dtype)

@@ -3,7 +3,7 @@
 One process times one runtime on one case: an epoch of mini-batch steps (ReLU hidden layers,
 softmax output, plain SGD, no shuffle) after one warm-up epoch (compilation, caches), then the
 median over ``EPOCHS`` timed epochs, printed as microseconds per step. ``measure`` runs
-``processes`` such processes per runtime, one after the other (never two runtimes at once on the
+``processes`` such processes per runtime, the runtimes taking turns (never two at once on the
 2 cores), and reports the median over processes and the spread (max / min). One warm process can
 sit in a lucky or an unlucky mode for its whole life, which only several processes show.
 
@@ -231,24 +231,35 @@ def sgemm_peak(dtype="float32"):
     return _spawn(["peak", float_dtype_name("dtype", dtype)])
 
 
+def step_flop(sizes, batch):
+    """Floating-point operations one training step needs: per layer F1, B2 and B4, 2 * batch * n_in * n_out
+    each, except layer 1's B4 (the gradient with respect to the data, which no runtime computes: loopgrad
+    skips it, autodiff prunes it). Counting it too would put a step above the BLAS peak."""
+    layers = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 2.0 * batch * (3 * layers - sizes[0] * sizes[1])
+
+
 def measure(cases=CASES, processes=5, runtimes=RUNTIMES, dtype="float32"):
     """[(runtime, sizes, batch, median us/step, spread max/min, GFLOP/s)] over ``processes`` fresh processes
-    each, every runtime in ``dtype``."""
+    each, every runtime in ``dtype``. The runtimes take turns, one process each per round, so that a drift
+    of the machine's speed during the run (a shared host's) falls on every runtime alike, and the ratios
+    between them, measured in the same rounds, keep their meaning."""
     from ._checks import float_dtype_name, integer
 
     processes = integer("processes", processes, 1)
     dtype = float_dtype_name("dtype", dtype)
     rows = []
     for sizes, batch in cases:
-        for runtime in runtimes:
-            if not available(runtime):
-                continue
-            tier = worker_tier(sizes, dtype) if runtime.startswith("loops") else "tuned"
-            per_step = [_spawn(["worker", runtime, json.dumps(sizes), str(batch), dtype], runtime, tier)
-                        for _ in range(processes)]
-            med = statistics.median(per_step)
-            flop = 6.0 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-            rows.append((runtime, sizes, batch, med, max(per_step) / min(per_step), flop / med / 1e3))
+        here = [runtime for runtime in runtimes if available(runtime)]
+        tiers = {runtime: worker_tier(sizes, dtype) if runtime.startswith("loops") else "tuned" for runtime in here}
+        per_step = {runtime: [] for runtime in here}
+        for _ in range(processes):
+            for runtime in here:
+                per_step[runtime].append(_spawn(["worker", runtime, json.dumps(sizes), str(batch), dtype], runtime,
+                                                tiers[runtime]))
+        for runtime, times in per_step.items():
+            med = statistics.median(times)
+            rows.append((runtime, sizes, batch, med, max(times) / min(times), step_flop(sizes, batch) / med / 1e3))
     return rows
 
 
