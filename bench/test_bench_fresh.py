@@ -1,6 +1,7 @@
 """Training steps of every runtime in fresh processes (loopgrad.bench_fresh): the loops on 2 and 1
 threads, their NumPy twin, PyTorch eager and JAX's jit of a lax.scan over the epoch, where installed;
-every case in float32 and in float64.
+every case in float32 and in float64; beside each, what two threads gave on the host meanwhile
+(``two_thread_scaling``).
 
 The timed call is one whole measurement (several processes per runtime, one after the other);
 the numbers that matter, the median microseconds per step over processes and the spread, are in
@@ -27,7 +28,11 @@ def test_fresh_process_steps(benchmark, case_dtype, request):
     benchmark.extra_info["gemm_peak_gflops"] = peak
     benchmark.extra_info["us_per_step"] = {r[0]: r[3] for r in rows}
     benchmark.extra_info["spread"] = {r[0]: r[4] for r in rows}
-    print("\n" + bench_fresh.table(rows, peak, dtype))
+    # what the host gave the second thread meanwhile: a two-thread runtime's spread comes from there
+    probe = bench_fresh.two_thread_scaling(0.2 if small else bench_fresh.PROBE_SECONDS)
+    benchmark.extra_info["two_thread_probe"] = probe
+    print("\n" + bench_fresh.table(rows, peak, dtype) + "\n" + bench_fresh.scaling_line(probe))
+    assert probe["pairs"] >= 3 and probe["median"] > 0 and 0 <= probe["slow"] <= 1
     assert {r[0] for r in rows} >= {"loops", "loops-1t", "numpy"}
     assert all(math.isfinite(r[3]) and r[3] > 0 for r in rows)
 

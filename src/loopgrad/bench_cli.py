@@ -265,7 +265,9 @@ def _cmd_bench(args):
         peak = bench_fresh.sgemm_peak(args.dtype)
         cases = bench_fresh.CASES[:1] if args.quick else bench_fresh.CASES
         rows = bench_fresh.measure(cases, processes=args.processes, dtype=args.dtype)
+        probe = bench_fresh.two_thread_scaling()
         print(bench_fresh.table(rows, peak, args.dtype))
+        print(bench_fresh.scaling_line(probe))
         return 0
     if args.compile_time:
         targets = {"main job, cold cache": "target <= 5 s", "main job, warm cache": "target <= 1 s",
