@@ -246,6 +246,21 @@ def test_panels_hold_the_operand_panel_by_panel(k, n, dtype, layout, seed):
         np.testing.assert_array_equal(P[jb, :, :cols], B[:, jb * w:jb * w + cols])
 
 
+@given(n_in=st.integers(1, 70), n_out=st.integers(1, 70), dtype=st.sampled_from(["float32", "float64"]),
+       layout=st.sampled_from(["C", "F", "strided"]), seed=st.integers(0, 2**16))
+def test_transposed_copy_of_w_holds_every_number(n_in, n_out, dtype, layout, seed):
+    """``dense._transpose_into``, the W^T that B4 reads (``tables.b4_transposed``): WT[q, p] = W[p, q] exactly,
+    for sizes that run past whole register tiles (16 numbers in float32, 8 in float64, on AVX-512; 8 and 4
+    on AVX2) or stop short of one, and for a W whose rows are not contiguous ('F', 'strided': number by
+    number throughout). Every number of WT is written (it starts as NaN)."""
+    from loopgrad.kernels import dense
+
+    W = _operand(np.random.default_rng(seed), n_in, n_out, dtype, layout)
+    WT = np.full((n_out, n_in), np.nan, dtype)
+    dense._transpose_into(W, WT)
+    np.testing.assert_array_equal(WT, W.T)
+
+
 @given(m=st.integers(1, 40), k=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
        layout=st.sampled_from(["C", "F", "strided"]), seed=st.integers(0, 2**16))
 def test_packed_rows_hold_each_register_blocks_rows_interleaved(m, k, dtype, layout, seed):
