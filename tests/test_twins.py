@@ -481,10 +481,11 @@ def test_products_on_rows_4kb_long(dtype, width, rng):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("m", [32, 511, 512])  # B4 on the calling thread, in parallel blocks; any width transposed
+@pytest.mark.parametrize("m", [32, 63, 64, 511, 512])  # either side of both dtypes' lines of rows
 def test_b4_of_a_narrow_layer_reads_a_transposed_copy(dtype, m, rng):
     """B4 of a layer whose rows of W are at most tables.B4_TRANSPOSED_BYTES long, or of any layer whose W
-    is at most B4_TRANSPOSED_MAX_BYTES in batches of B4_TRANSPOSED_ROWS or more, runs the outer-product
+    is at most B4_TRANSPOSED_MAX_BYTES in batches of B4_TRANSPOSED_ROWS or more (B4_TRANSPOSED_ROWS_FLOAT32
+    in float32), runs the outer-product
     form over W^T (copied once per backward pass), other layers the dot form over W: widths either side
     of the line, for the public kernel and for a network's gradient against the NumPy twin (test_training
     holds the fused step to this gradient, bit for bit). Tolerance: 4 eps(dtype) times the summed length
@@ -494,6 +495,7 @@ def test_b4_of_a_narrow_layer_reads_a_transposed_copy(dtype, m, rng):
     eps = np.finfo(dtype).eps
     line = tables.B4_TRANSPOSED_BYTES // np.dtype(dtype).itemsize
     size = np.dtype(dtype).itemsize
+    least = tables.B4_TRANSPOSED_ROWS_FLOAT32 if size == 4 else tables.B4_TRANSPOSED_ROWS
     assert not tables.b4_transposed(1024, 1024, size, 4096)  # the copy would cost more than it saves
     # where B4 packs its operands it packs W^T's panels straight from W: no copy, neither in a network's
     # buffers nor in the public kernel
@@ -501,7 +503,7 @@ def test_b4_of_a_narrow_layer_reads_a_transposed_copy(dtype, m, rng):
     assert layout.make_buffers(lg.MLP([20, 784, 256], dtype=dtype).layers, 1024, dtype).slots[2, layout.WT_OFF] < 0
     for n_out in (2, 10, line, line + 1):
         slots = layout.make_buffers(lg.MLP([20, 64, n_out], dtype=dtype).layers, m, dtype).slots
-        assert list(slots[:, layout.WT_OFF] >= 0) == [False, False, n_out <= line or m >= tables.B4_TRANSPOSED_ROWS]
+        assert list(slots[:, layout.WT_OFF] >= 0) == [False, False, n_out <= line or m >= least]
         A, W = rng.standard_normal((m, 64)).astype(dtype), rng.standard_normal((64, n_out)).astype(dtype)
         dZ = rng.standard_normal((m, n_out)).astype(dtype)
         got, want = kernels.dense_backward(dZ, A, W)[0], reference.dense_backward(dZ, A, W)[0]

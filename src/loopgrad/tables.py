@@ -44,7 +44,14 @@ B4_TRANSPOSED_BYTES = 96
 # float32), 1.2x (both in float64); at m = 1024, 2.1x and 1.5x in float32; at m = 128 and 256 the
 # float64 ones lose (0.75-0.98x), and for a 1024 x 1024 W the copy costs more than the product gains
 # (0.5x at m = 512).
+# In float32 the copy pays from B4_TRANSPOSED_ROWS_FLOAT32 rows on, since it goes by register tiles
+# (``kernels.dense._transpose_into``; before, number by number, it cost 4-13x more): on the Zen 4 guest,
+# time of the dot form over the copy and the outer-product form, two threads (one thread), at 64 / 128 /
+# 256 rows: 1.33 / 1.45 / 1.57x (1.46 / 1.60 / 1.65x) for a 128 x 64 W, 1.22 / 1.32 / 1.43x (1.29 / 1.36 /
+# 1.38x) for 784 x 128, 1.11 / 1.24 / 1.13x (1.05 / 1.16 / 1.17x) for 256 x 256. In float64 the same
+# sizes gave 0.86-1.64x, 256 x 256 losing at 64 and 128 rows: it keeps B4_TRANSPOSED_ROWS.
 B4_TRANSPOSED_ROWS = 512
+B4_TRANSPOSED_ROWS_FLOAT32 = 64
 B4_TRANSPOSED_MAX_BYTES = 1 << 20
 
 
@@ -98,7 +105,8 @@ def b4_transposed(n_in, n_out, itemsize, rows):
         return False
     if n_out * itemsize <= B4_TRANSPOSED_BYTES:
         return True
-    return rows >= B4_TRANSPOSED_ROWS and n_in * n_out * itemsize <= B4_TRANSPOSED_MAX_BYTES
+    least = B4_TRANSPOSED_ROWS_FLOAT32 if itemsize == 4 else B4_TRANSPOSED_ROWS
+    return rows >= least and n_in * n_out * itemsize <= B4_TRANSPOSED_MAX_BYTES
 
 
 # The k of F1's and B2's sums is taken in chunks of at most this many, so that the rows of X and B a
