@@ -3,7 +3,7 @@ threads, their NumPy twin, PyTorch eager and JAX's jit of a lax.scan over the ep
 every case in float32 and in float64; beside each, what two threads gave on the host meanwhile
 (``two_thread_scaling``).
 
-The timed call is one whole measurement (several processes per runtime, one after the other);
+The timed call is one whole measurement (several processes per runtime, the runtimes taking turns);
 the numbers that matter, the median microseconds per step over processes and the spread, are in
 ``extra_info`` and printed. ``--bench-sizes small`` (CI) runs the smallest case with one process each.
 """

@@ -26,6 +26,7 @@ median rounds; timing one after the other, as pytest-benchmark's groups do, leav
 mercy of that drift.
 """
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -60,7 +61,7 @@ def _more_epochs(times):
     timed epochs (0 once both are reached)."""
     if not times:
         return EPOCHS
-    return max(EPOCHS - len(times), -(-(MIN_SECONDS - sum(times)) // statistics.median(times)), 0)
+    return max(EPOCHS - len(times), math.ceil((MIN_SECONDS - sum(times)) / statistics.median(times)), 0)
 
 
 def _time_epochs(epoch):
@@ -76,20 +77,19 @@ def _time_epochs(epoch):
 
 
 def _loopgrad_seconds(sizes, batch, backend, dtype):
-    """Median epoch of ``fit`` over EPOCHS + 1 epochs (the first warms up), and where those took less than
-    MIN_SECONDS, of a second ``fit`` that makes up the time (its first epoch left out too): ``History.epoch_seconds``
-    times each epoch's training call, without fit's one-off input checks."""
+    """Median epoch of ``fit`` calls of ``_more_epochs`` epochs each, plus one that warms up and is left out
+    (the first call's: compilation, caches; a later call's: its thread choice starting over), until
+    EPOCHS and MIN_SECONDS are reached: ``History.epoch_seconds`` times each epoch's training call,
+    without fit's one-off input checks."""
     import loopgrad as lg
 
     X, y = _data(sizes, batch, dtype)
     model = lg.MLP(sizes, hidden="relu", output="softmax", dtype=dtype)
     times = []
-    epochs = EPOCHS + 1
-    while epochs > 0:
-        history = model.fit(X, y, epochs=int(epochs) + 1 if times else int(epochs), batch_size=batch,
-                            optimizer=lg.SGD(LR), shuffle=False, progress=False, backend=backend)
+    while (epochs := _more_epochs(times)) > 0:
+        history = model.fit(X, y, epochs=epochs + 1, batch_size=batch, optimizer=lg.SGD(LR), shuffle=False,
+                            progress=False, backend=backend)
         times += history.epoch_seconds[1:]
-        epochs = _more_epochs(times)
     return statistics.median(times)
 
 
